@@ -1,0 +1,275 @@
+"""Retrieval-head detection: needle-in-a-haystack probes, greedy decoding with top-1 capture, scores.
+
+`detect(model, config, out=...)` runs every (length, depth, needle) sample of the grid, one at a time:
+the prompt is prefilled with SDPA, greedy decoding records each head's top-1 position at every step (see
+`attention.py`), and `scoring.copy_counts` turns that into per-head copies. Each sample is one JSONL line,
+flushed at once; a rerun with the same config skips the samples already there, so a killed run resumes
+and ends with the same `scores.json` as an uninterrupted one.
+
+Left out on purpose: batching several prompts (prompts of different lengths would need padding, and the
+per-sample cost is dominated by the prefill anyway) and sampling (the score is defined on greedy output).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .attention import AttentionController, check_model
+from .config import DetectConfig
+from .errors import RHeadsError
+from .haystack import get_haystack
+from .needles import Needle, get_needles
+from .prompts import build_probe, resolve_template
+from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
+from .scoring import copy_counts, rouge1_recall
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    length: int
+    depth: float
+    needle_index: int
+
+
+def grid(config: DetectConfig, n_needles: int) -> list[Sample]:
+    """The samples of a run, in a fixed order: lengths x depths x needles_per_cell, needles drawn by seed."""
+    p = config.probe
+    order = list(range(n_needles))
+    random.Random(p.seed).shuffle(order)
+    samples, c = [], 0
+    for length in p.lengths:
+        for depth in p.depths:
+            for k in range(p.needles_per_cell):
+                idx = order[(c * p.needles_per_cell + k) % n_needles]
+                samples.append(Sample(f"L{length}-D{depth:g}-N{idx}", length, depth, idx))
+            c += 1
+    return samples
+
+
+def greedy_with_capture(model, input_ids: list[int], max_new_tokens: int, eos_ids: list[int] | None = None):
+    """Greedy-decode one prompt with capture on. Returns (generated ids [T], top1 positions [T, L, H])."""
+    ids = torch.tensor([input_ids], device=model.device)  # [1, N]
+    ctl = AttentionController(capture=True)
+    with ctl.activate(), torch.no_grad():
+        seq = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=eos_ids,
+            pad_token_id=(eos_ids or [0])[0],
+        )
+    gen = seq[0, ids.shape[1]:].cpu()  # [T]
+    top1 = ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
+    return gen, top1
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None and tid not in ids:
+            ids.append(tid)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _model_dims(model) -> tuple[int, int, int]:
+    cfg = model.config.get_text_config()
+    return cfg.num_hidden_layers, cfg.num_attention_heads, getattr(cfg, "max_position_embeddings", 0) or 0
+
+
+def _check_run_dir(out: Path, config: DetectConfig) -> None:
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text()).get("config")
+        if old is not None and old != config.to_dict():
+            raise RHeadsError(
+                f"{out} holds a run with a different config: pass another --out, or delete it to start over"
+            )
+
+
+def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str | Path | None = None,
+           progress: bool = True) -> HeadScores:
+    """Score every head of `model` (a loaded model with `tokenizer`, or a model spec string) on the grid.
+
+    With `out`, writes config.json, samples.jsonl (resumable), scores.json (paper format), heatmap.png and
+    summary.json there.
+    """
+    if isinstance(model, str):
+        from .models import load_model
+
+        mc = config.model
+        model, tokenizer = load_model(model, device=mc.device, dtype=mc.dtype, device_map=mc.device_map)
+    if tokenizer is None:
+        raise RHeadsError("detect() needs the tokenizer of a loaded model: detect(model, config, tokenizer=tok)")
+    check_model(model)
+    p = config.probe
+    L, H, max_ctx = _model_dims(model)
+    if not p.lengths or not p.depths or p.needles_per_cell < 1:
+        raise RHeadsError("the grid is empty: give at least one length, one depth and needles_per_cell >= 1")
+    if max_ctx and max(p.lengths) + config.max_new_tokens > max_ctx:
+        raise RHeadsError(
+            f"length {max(p.lengths)} + {config.max_new_tokens} new tokens exceeds the model's context of "
+            f"{max_ctx} tokens: use --lengths up to {max_ctx - config.max_new_tokens}"
+        )
+    haystack = get_haystack(p.haystack)
+    needles = get_needles(p.needles)
+    template = resolve_template(p.template, tokenizer, p.chat)
+    samples = grid(config, len(needles))
+    eos = _eos_ids(model, tokenizer)
+
+    done: dict[str, dict] = {}
+    writer = None
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _check_run_dir(out, config)
+        atomic_write_json(out / "config.json", {"version": FORMAT_VERSION, "toolkit": __version__,
+                                                "config": config.to_dict(), "model": _model_meta(model, tokenizer)})
+        records = read_jsonl(out / "samples.jsonl")
+        done = {r["id"]: r for r in records if r.get("type") == "sample"}
+        writer = JsonlWriter(out / "samples.jsonl")
+        if not records:
+            writer.write({"type": "header", "version": FORMAT_VERSION, "config": config.to_dict()})
+
+    results: list[dict] = []
+    try:
+        bar = tqdm(samples, desc="detect", unit="sample", disable=not progress)
+        for s in bar:
+            if s.id in done:
+                results.append(done[s.id])
+                continue
+            rec = run_sample(model, tokenizer, haystack, needles[s.needle_index], s, config, template, eos, max_ctx)
+            results.append(rec)
+            if writer:
+                writer.write(rec)
+            bar.set_postfix(counted=sum(r["counted"] for r in results))
+    finally:
+        if writer:
+            writer.close()
+
+    scores = scores_from_records(results, L, H)
+    if out is not None:
+        write_outputs(out, scores, results, config, model_name=config.model.model)
+    return scores
+
+
+def run_sample(model, tokenizer, haystack: str, needle: Needle, s: Sample, config: DetectConfig, template,
+               eos: list[int], max_ctx: int) -> dict:
+    p = config.probe
+    probe = build_probe(tokenizer, haystack, needle, s.length, s.depth, template=template, chat=p.chat,
+                        max_context=max_ctx or None)
+    t0 = time.perf_counter()
+    gen, top1 = greedy_with_capture(model, probe.input_ids, config.max_new_tokens, eos)
+    seconds = time.perf_counter() - t0
+    seq = torch.cat([torch.tensor(probe.input_ids), gen])  # [N + T]
+    copies = copy_counts(top1, seq, gen, probe.answer_span)  # [L, H]
+    response = tokenizer.decode(gen, skip_special_tokens=True).strip()
+    recall = rouge1_recall(response, needle.real_needle)
+    span_len = probe.answer_span[1] - probe.answer_span[0]
+    return {
+        "type": "sample",
+        "id": s.id,
+        "length": s.length,
+        "depth": s.depth,
+        "actual_depth": probe.actual_depth,
+        "prompt_length": probe.length,
+        "needle": needle.needle,
+        "question": needle.question,
+        "real_needle": needle.real_needle,
+        "answer_span": list(probe.answer_span),
+        "span_len": span_len,
+        "response": response,
+        "new_tokens": int(gen.numel()),
+        "rouge1_recall": recall,
+        "counted": recall > config.rouge_threshold,
+        "copies": {f"{l}-{h}": int(copies[l, h]) for l, h in zip(*np.nonzero(copies.numpy()))},
+        "seconds": round(seconds, 3),
+    }
+
+
+def scores_from_records(records: list[dict], num_layers: int, num_heads: int) -> HeadScores:
+    """Per-sample scores (copies / span length) of the counted samples, in grid order."""
+    scores = HeadScores.empty(num_layers, num_heads)
+    for r in records:
+        if not r["counted"]:
+            continue
+        m = np.zeros((num_layers, num_heads))
+        for key, n in r["copies"].items():
+            l, h = (int(x) for x in key.split("-"))
+            m[l, h] = n / r["span_len"]
+        scores.add_sample(m)
+    return scores
+
+
+def _model_meta(model, tokenizer) -> dict:
+    cfg = model.config.get_text_config()
+    return {
+        "family": cfg.model_type,
+        "num_layers": cfg.num_hidden_layers,
+        "num_heads": cfg.num_attention_heads,
+        "num_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
+        "max_context": getattr(cfg, "max_position_embeddings", None),
+        "sliding_window": getattr(cfg, "sliding_window", None),
+        "layer_types": getattr(cfg, "layer_types", None),
+        "name_or_path": getattr(model, "name_or_path", None),
+        "dtype": str(next(model.parameters()).dtype),
+    }
+
+
+def summarize(scores: HeadScores, records: list[dict], threshold: float, top_k: int = 20) -> dict:
+    ranked = scores.ranked()
+    above = [lh for lh, s in ranked if s > threshold]
+    total = scores.num_layers * scores.num_heads
+    return {
+        "n_samples": len(records),
+        "n_counted": sum(r["counted"] for r in records),
+        "n_heads": total,
+        "threshold": threshold,
+        "n_retrieval_heads": len(above),
+        "fraction_retrieval_heads": len(above) / total if total else 0.0,
+        "top": [{"head": f"{l}-{h}", "score": round(s, 4)} for (l, h), s in ranked[:top_k]],
+        "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),
+    }
+
+
+def write_outputs(out: Path, scores: HeadScores, records: list[dict], config: DetectConfig, model_name: str) -> dict:
+    from .plots import head_heatmap
+
+    scores.save(out / "scores.json")
+    summary = summarize(scores, records, config.threshold)
+    summary = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), **summary}
+    atomic_write_json(out / "summary.json", summary)
+    head_heatmap(scores.mean(), out / "heatmap.png",
+                 f"{model_name}: retrieval scores ({summary['n_counted']} counted samples)", config.threshold)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [
+        f"samples: {summary['n_samples']}, counted (ROUGE-1 recall > 0.5): {summary['n_counted']}",
+        f"retrieval heads (score > {summary['threshold']}): {summary['n_retrieval_heads']} of {summary['n_heads']}"
+        f" ({100 * summary['fraction_retrieval_heads']:.1f}%)",
+        "",
+        f"{'rank':>4}  {'head':>7}  {'score':>6}",
+    ]
+    for i, t in enumerate(summary["top"], 1):
+        lines.append(f"{i:>4}  {t['head']:>7}  {t['score']:>6.3f}")
+    return "\n".join(lines)
