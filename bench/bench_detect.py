@@ -1,0 +1,177 @@
+"""Benchmark: the cost of detection against plain generation, and peak memory against eager attention.
+
+Time: on the same NIAH prompts, in one process, greedy decoding with top-1 capture (`rheads` attention)
+against plain `model.generate` with SDPA, the same number of new tokens (EOS disabled), runs interleaved.
+Reported as the ratio of total times (goal <= 1.15).
+
+Memory: each (mode, length) runs in a fresh subprocess, and its peak is measured above the memory held
+after loading (CPU: the process's peak RSS, reset through /proc/self/clear_refs; CUDA:
+torch.cuda.max_memory_allocated). Modes:
+  plain   SDPA model.generate
+  detect  the rheads capture (what `rheads detect` runs)
+  eager   eager attention with output_attentions=True at the decoding steps, the paper code's method; its
+          eager prefill builds a [H, N, N] score matrix per layer
+Goal: detect within 10% of plain, and linear in length.
+
+  python bench/bench_detect.py                         # SmolLM2, CPU, 1K/2K/4K/8K
+  python bench/bench_detect.py --device cuda --dtype bfloat16 --model Qwen/Qwen2.5-7B-Instruct
+
+Left out on purpose: batching, and throughput on many prompts; this measures one prompt at a time, as
+detection runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from retrieval_heads.attention import ATTN_NAME, AttentionController
+from retrieval_heads.haystack import get_haystack
+from retrieval_heads.models import load_model
+from retrieval_heads.needles import get_needles
+from retrieval_heads.prompts import build_probe
+
+
+def prompt_ids(tokenizer, length: int) -> torch.Tensor:
+    needle = get_needles("detect")[0]
+    probe = build_probe(tokenizer, get_haystack("paul-graham"), needle, length, 50)
+    return torch.tensor([probe.input_ids])  # [1, N]
+
+
+def run_mode(model, mode: str, ids: torch.Tensor, new_tokens: int) -> None:
+    ids = ids.to(model.device)
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
+              top_p=None, top_k=None, attention_mask=torch.ones_like(ids), pad_token_id=0)
+    with torch.no_grad():
+        if mode == "plain":
+            model.set_attn_implementation("sdpa")
+            model.generate(ids, **kw)
+        elif mode == "detect":
+            model.set_attn_implementation(ATTN_NAME)
+            with AttentionController(capture=True).activate() as ctl:
+                model.generate(ids, **kw)
+            ctl.top1_positions()
+        elif mode == "eager":
+            model.set_attn_implementation("eager")
+            out = model(ids[:, :-1], use_cache=True)  # eager prefill, as the paper's code
+            cache, tok = out.past_key_values, ids[:, -1:]
+            for _ in range(new_tokens):
+                step = model(tok, past_key_values=cache, use_cache=True, output_attentions=True)
+                _ = [a[0, :, -1].argmax(-1) for a in step.attentions]  # each [H]
+                cache, tok = step.past_key_values, step.logits[:, -1:].argmax(-1)
+        else:
+            raise ValueError(mode)
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def measure_memory(args) -> None:
+    """Child process: one (mode, length); prints the peak above the post-load baseline, in MiB."""
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    ids = prompt_ids(tok, args.length)
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+        base = _rss_kb("VmRSS:") * 1024
+    run_mode(model, args.mode, ids, args.new_tokens)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = _rss_kb("VmHWM:") * 1024
+    print(json.dumps({"peak_mib": (peak - base) / 2**20, "prompt_tokens": ids.shape[1]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--time-lengths", default="1000,2000,4000")
+    ap.add_argument("--mem-lengths", default="1000,2000,4000,8000")
+    ap.add_argument("--modes", default="plain,detect,eager")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--out", default="bench/results/detect.json")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return measure_memory(args)
+
+    torch.manual_seed(0)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = {"model": args.model, "device": str(model.device), "dtype": str(model.dtype),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
+              "time": [], "memory": []}
+    print(f"time: detection vs plain generate, {args.new_tokens} new tokens, {args.repeats} interleaved repeats")
+    run_mode(model, "plain", prompt_ids(tok, 500), 4)  # warm-up
+    run_mode(model, "detect", prompt_ids(tok, 500), 4)
+    totals = {"plain": 0.0, "detect": 0.0}
+    for length in [int(x) for x in args.time_lengths.split(",")]:
+        ids = prompt_ids(tok, length)
+        t = {"plain": 0.0, "detect": 0.0}
+        for r in range(args.repeats):
+            for mode in (("plain", "detect") if r % 2 == 0 else ("detect", "plain")):
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                run_mode(model, mode, ids, args.new_tokens)
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t[mode] += time.perf_counter() - t0
+        for m in t:
+            totals[m] += t[m]
+        row = {"length": ids.shape[1], "plain_s": t["plain"] / args.repeats, "detect_s": t["detect"] / args.repeats,
+               "ratio": t["detect"] / t["plain"]}
+        result["time"].append(row)
+        print(f"  {row['length']:>6} tokens  plain {row['plain_s']:.2f} s  detect {row['detect_s']:.2f} s  "
+              f"ratio {row['ratio']:.3f}")
+    result["time_ratio_total"] = totals["detect"] / totals["plain"]
+    print(f"  total ratio detect / plain: {result['time_ratio_total']:.3f} (goal <= 1.15)")
+    del model
+
+    print("peak memory above the loaded model (MiB), one fresh process per cell")
+    modes = args.modes.split(",")
+    print(f"  {'tokens':>6}  " + "  ".join(f"{m:>8}" for m in modes) + "  detect/plain")
+    for length in [int(x) for x in args.mem_lengths.split(",")]:
+        row = {"length": length}
+        for mode in modes:
+            cmd = [sys.executable, __file__, "--child", "--mode", mode, "--length", str(length), "--model",
+                   args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens)]
+            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            if p.returncode != 0:
+                row[mode] = None
+                row[f"{mode}_error"] = (p.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1][:200]
+            else:
+                row[mode] = round(json.loads(p.stdout.strip().splitlines()[-1])["peak_mib"], 1)
+        if row.get("plain") and row.get("detect"):
+            row["detect_over_plain"] = round(row["detect"] / row["plain"], 3)
+        result["memory"].append(row)
+        cells = "  ".join(f"{row[m]:>8.1f}" if row[m] is not None else f"{'failed':>8}" for m in modes)
+        print(f"  {length:>6}  {cells}  {row.get('detect_over_plain', '-')}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
