@@ -8,7 +8,8 @@ modeling files.
 What it does, while an `AttentionController` is active (a context manager):
 - capture: for every query head, the cache position of its top-1 attention weight, for the last query
   row of every forward call (the prefill's last row, then each decoding step). Only a [B, H, 1, k] row
-  of scores is ever built, so memory grows linearly with context length.
+  of scores is ever built, so memory grows linearly with context length. The prefill runs SDPA; a
+  decoding step finishes attention from that same row (softmax, then V), so capture costs no second QK.
 - ablation: the chosen query heads are replaced after attention, before `o_proj`, by one of the modes in
   `ABLATION_MODES` (see there). Ablation applies in prefill and in decoding.
 - means: accumulates each head's mean output over a reference run, for the `mean` ablation mode.
@@ -174,8 +175,8 @@ def _sdpa(*args, **kwargs):
     return sdpa_attention_forward(*args, **kwargs)
 
 
-def _top1_last_row(query, key, attention_mask, scaling, softcap) -> torch.Tensor:
-    """[B, H] key index of each head's highest attention weight for the last query row."""
+def _last_row_scores(query, key, attention_mask, scaling, softcap) -> torch.Tensor:
+    """[B, KV, G, 1, k] float32 attention logits of the last query row, masked keys at -inf."""
     B, H, _, D = query.shape
     kv_heads = key.shape[1]
     q = query[:, :, -1:, :].float().view(B, kv_heads, H // kv_heads, 1, D)  # [B, KV, G, 1, D]
@@ -190,7 +191,7 @@ def _top1_last_row(query, key, attention_mask, scaling, softcap) -> torch.Tensor
         else:
             scores = scores + m[:, :, None].float()
     # no mask: the last row sees every key (causal), so nothing to hide
-    return scores.argmax(-1).view(B, H)  # [B, KV, G, 1] -> [B, H]
+    return scores
 
 
 def rheads_attention_forward(
@@ -210,13 +211,18 @@ def rheads_attention_forward(
     q_len, k_len = query.shape[2], key.shape[2]
     seen = ctl._seen.get(layer, 0)
     ctl._seen[layer] = seen + q_len
-    out, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)  # out [B, q, H, D]
-
     if ctl.capture:
-        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        idx = _top1_last_row(query, key, attention_mask, scaling, kwargs.get("softcap"))  # [B, H]
+        B, H, _, D = query.shape
+        scaling = kwargs.get("scaling") or D**-0.5
+        scores = _last_row_scores(query, key, attention_mask, scaling, kwargs.get("softcap"))  # [B, KV, G, 1, k]
         offset = seen + q_len - k_len  # cache position of key 0 (sliding-window caches keep the tail only)
-        ctl.top1.setdefault(layer, []).append((idx + offset).to(torch.int32))
+        ctl.top1.setdefault(layer, []).append((scores.argmax(-1).view(B, H) + offset).to(torch.int32))
+    if ctl.capture and q_len == 1:  # a decoding step: finish attention from the scores already computed
+        probs = scores.softmax(-1).to(value.dtype)  # [B, KV, G, 1, k]
+        out = torch.matmul(probs, value[:, :, None]).view(B, H, 1, D).transpose(1, 2)  # [B, 1, H, D]
+        weights = None
+    else:
+        out, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)  # out [B, q, H, D]
     heads = ctl._heads(layer, out.device)
     if heads is not None:
         ctx = _AblationContext(heads, query, key, value, attention_mask, ctl.means.get(layer))
