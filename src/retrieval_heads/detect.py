@@ -13,9 +13,7 @@ per-sample cost is dominated by the prefill anyway) and sampling (the score is d
 from __future__ import annotations
 
 import json
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from . import __version__
 from .attention import AttentionController, check_model
 from .config import DetectConfig
 from .errors import RHeadsError
+from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, model_meta
 from .haystack import get_haystack
 from .needles import Needle, get_needles
 from .prompts import build_probe, resolve_template
@@ -34,65 +33,11 @@ from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json,
 from .scoring import copy_counts, rouge1_recall
 
 
-@dataclass(frozen=True)
-class Sample:
-    id: str
-    length: int
-    depth: float
-    needle_index: int
-
-
-def grid(config: DetectConfig, n_needles: int) -> list[Sample]:
-    """The samples of a run, in a fixed order: lengths x depths x needles_per_cell, needles drawn by seed."""
-    p = config.probe
-    order = list(range(n_needles))
-    random.Random(p.seed).shuffle(order)
-    samples, c = [], 0
-    for length in p.lengths:
-        for depth in p.depths:
-            for k in range(p.needles_per_cell):
-                idx = order[(c * p.needles_per_cell + k) % n_needles]
-                samples.append(Sample(f"L{length}-D{depth:g}-N{idx}", length, depth, idx))
-            c += 1
-    return samples
-
-
 def greedy_with_capture(model, input_ids: list[int], max_new_tokens: int, eos_ids: list[int] | None = None):
     """Greedy-decode one prompt with capture on. Returns (generated ids [T], top1 positions [T, L, H])."""
-    ids = torch.tensor([input_ids], device=model.device)  # [1, N]
     ctl = AttentionController(capture=True)
-    with ctl.activate(), torch.no_grad():
-        seq = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=eos_ids,
-            pad_token_id=(eos_ids or [0])[0],
-        )
-    gen = seq[0, ids.shape[1]:].cpu()  # [T]
-    top1 = ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
-    return gen, top1
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
-        if tid is not None and tid not in ids:
-            ids.append(tid)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def _model_dims(model) -> tuple[int, int, int]:
-    cfg = model.config.get_text_config()
-    return cfg.num_hidden_layers, cfg.num_attention_heads, getattr(cfg, "max_position_embeddings", 0) or 0
+    gen = greedy(model, input_ids, max_new_tokens, eos_ids, ctl)  # [T]
+    return gen, ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
 
 
 def _check_run_dir(out: Path, config: DetectConfig) -> None:
@@ -121,19 +66,13 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
         raise RHeadsError("detect() needs the tokenizer of a loaded model: detect(model, config, tokenizer=tok)")
     check_model(model)
     p = config.probe
-    L, H, max_ctx = _model_dims(model)
-    if not p.lengths or not p.depths or p.needles_per_cell < 1:
-        raise RHeadsError("the grid is empty: give at least one length, one depth and needles_per_cell >= 1")
-    if max_ctx and max(p.lengths) + config.max_new_tokens > max_ctx:
-        raise RHeadsError(
-            f"length {max(p.lengths)} + {config.max_new_tokens} new tokens exceeds the model's context of "
-            f"{max_ctx} tokens: use --lengths up to {max_ctx - config.max_new_tokens}"
-        )
+    L, H, max_ctx = model_dims(model)
+    check_grid(p, config.max_new_tokens, max_ctx)
     haystack = get_haystack(p.haystack)
     needles = get_needles(p.needles)
     template = resolve_template(p.template, tokenizer, p.chat)
-    samples = grid(config, len(needles))
-    eos = _eos_ids(model, tokenizer)
+    samples = grid(p, len(needles))
+    eos = eos_ids(model, tokenizer)
 
     done: dict[str, dict] = {}
     writer = None
@@ -142,7 +81,7 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
         out.mkdir(parents=True, exist_ok=True)
         _check_run_dir(out, config)
         atomic_write_json(out / "config.json", {"version": FORMAT_VERSION, "toolkit": __version__,
-                                                "config": config.to_dict(), "model": _model_meta(model, tokenizer)})
+                                                "config": config.to_dict(), "model": model_meta(model)})
         records = read_jsonl(out / "samples.jsonl")
         done = {r["id"]: r for r in records if r.get("type") == "sample"}
         writer = JsonlWriter(out / "samples.jsonl")
@@ -217,21 +156,6 @@ def scores_from_records(records: list[dict], num_layers: int, num_heads: int) ->
             m[l, h] = n / r["span_len"]
         scores.add_sample(m)
     return scores
-
-
-def _model_meta(model, tokenizer) -> dict:
-    cfg = model.config.get_text_config()
-    return {
-        "family": cfg.model_type,
-        "num_layers": cfg.num_hidden_layers,
-        "num_heads": cfg.num_attention_heads,
-        "num_kv_heads": getattr(cfg, "num_key_value_heads", cfg.num_attention_heads),
-        "max_context": getattr(cfg, "max_position_embeddings", None),
-        "sliding_window": getattr(cfg, "sliding_window", None),
-        "layer_types": getattr(cfg, "layer_types", None),
-        "name_or_path": getattr(model, "name_or_path", None),
-        "dtype": str(next(model.parameters()).dtype),
-    }
 
 
 def summarize(scores: HeadScores, records: list[dict], threshold: float, top_k: int = 20) -> dict:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,12 +22,12 @@ def _plt():
 
 def head_heatmap(scores: np.ndarray, path: str | Path, title: str, threshold: float = 0.1) -> Path:
     """Heatmap of [L, H] retrieval scores, layers down, heads across; retrieval heads are outlined."""
-    plt = _plt()
+    plt = pyplot()
     L, H = scores.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * H + 2.5), max(4.0, 0.22 * L + 1.5)))
     im = ax.imshow(scores, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, float(scores.max())))
     for l, h in zip(*np.nonzero(scores > threshold)):
-        ax.add_patch(_plt().Rectangle((h - 0.5, l - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.2))
+        ax.add_patch(pyplot().Rectangle((h - 0.5, l - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.2))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(0, H, max(1, H // 16)))

@@ -1,0 +1,114 @@
+"""Mask specs: which attention heads to ablate, as a list of (layer, head) and as `{layer: [heads]}`.
+
+A spec is one of
+- `none` (or empty): mask nothing;
+- `top:K`: the K best heads by retrieval score (ties broken by layer, then head, as `HeadScores.ranked`);
+- `random:K`: K heads drawn uniformly, with a seed, from the model's heads that are NOT retrieval heads
+  (score above `threshold`), i.e. the control of the causal test;
+- `heads:16-19,11-15`: an explicit list of layer-head pairs.
+
+`top` and `random` need a score file (this tool's scores.json or the paper's published files); its
+layers x heads must equal the model's. Every head is checked against the model's dims.
+
+Left out on purpose: running anything (`attention.AttentionController` applies the mask), masks on
+KV heads (a mask names query heads), and weighting or partial masks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .errors import RHeadsError
+from .results import HeadScores, parse_heads
+
+KINDS = ("none", "top", "random", "heads")
+_EXAMPLE = "none, top:20, random:20 or heads:16-19,11-15"
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    kind: str  # one of KINDS
+    k: int = 0  # for top / random
+    heads: tuple[tuple[int, int], ...] = ()  # for heads
+
+    def __str__(self) -> str:
+        if self.kind == "none":
+            return "none"
+        if self.kind == "heads":
+            return "heads:" + ",".join(f"{l}-{h}" for l, h in self.heads)
+        return f"{self.kind}:{self.k}"
+
+
+def parse_mask(spec: str | None) -> MaskSpec:
+    """Parse a mask spec string (see the module docstring); errors say what a valid spec looks like."""
+    text = (spec or "none").strip()
+    if text in ("", "none"):
+        return MaskSpec("none")
+    kind, sep, arg = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in KINDS or kind == "none" or not arg.strip():
+        raise RHeadsError(f"bad mask {spec!r}: use {_EXAMPLE}")
+    if kind == "heads":
+        return MaskSpec("heads", heads=tuple(parse_heads(arg)))
+    try:
+        k = int(arg)
+    except ValueError:
+        raise RHeadsError(f"bad mask {spec!r}: K must be a whole number, e.g. {kind}:20") from None
+    if k < 0:
+        raise RHeadsError(f"bad mask {spec!r}: K must be >= 0")
+    return MaskSpec(kind, k=k)
+
+
+def check_dims(scores: HeadScores, num_layers: int, num_heads: int, source: str = "the score file") -> None:
+    """One-line error when a score file was made for a model of another shape."""
+    if (scores.num_layers, scores.num_heads) != (num_layers, num_heads):
+        raise RHeadsError(
+            f"{source} has {scores.num_layers} layers x {scores.num_heads} heads but the model has "
+            f"{num_layers} x {num_heads}: use scores detected on this model"
+        )
+
+
+def select_heads(spec: str | MaskSpec, num_layers: int, num_heads: int, *, scores: HeadScores | None = None,
+                 threshold: float = 0.1, seed: int = 0) -> list[tuple[int, int]]:
+    """The (layer, head) pairs a spec masks on a model with `num_layers` x `num_heads` query heads."""
+    m = parse_mask(spec) if isinstance(spec, str) else spec
+    total = num_layers * num_heads
+    if m.kind == "none" or (m.kind in ("top", "random") and m.k == 0):
+        return []
+    if m.kind == "heads":
+        bad = [f"{l}-{h}" for l, h in m.heads if not (0 <= l < num_layers and 0 <= h < num_heads)]
+        if bad:
+            raise RHeadsError(
+                f"head(s) {', '.join(bad)} do not exist: the model has {num_layers} layers x {num_heads} heads "
+                f"(layers 0-{num_layers - 1}, heads 0-{num_heads - 1})"
+            )
+        return sorted(set(m.heads))
+    if scores is None:
+        raise RHeadsError(f"mask '{m}' needs head scores: pass --scores with a scores.json (rheads detect or the paper's)")
+    check_dims(scores, num_layers, num_heads)
+    if m.kind == "top":
+        if m.k > total:
+            raise RHeadsError(f"mask '{m}' asks for {m.k} heads but the model has {num_layers} x {num_heads} = {total}")
+        return sorted(scores.top(m.k))
+    retrieval = set(scores.above(threshold))
+    pool = [(l, h) for l in range(num_layers) for h in range(num_heads) if (l, h) not in retrieval]
+    if m.k > len(pool):
+        raise RHeadsError(
+            f"mask '{m}' asks for {m.k} random non-retrieval heads but only {len(pool)} of the model's {total} heads "
+            f"score <= {threshold}: use a smaller K or a higher --threshold"
+        )
+    return sorted(random.Random(seed).sample(pool, m.k))
+
+
+def to_ablate(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """[(layer, head)] -> {layer: [heads]} for `AttentionController(ablate=...)`."""
+    out: dict[int, list[int]] = {}
+    for l, h in sorted(set(heads)):
+        out.setdefault(int(l), []).append(int(h))
+    return out
+
+
+def format_heads(heads: list[tuple[int, int]]) -> str:
+    """[(16, 19), (11, 15)] -> '16-19,11-15' (the `heads:` spec syntax)."""
+    return ",".join(f"{l}-{h}" for l, h in heads)
