@@ -87,5 +87,6 @@ def test_killed_then_resumed_run_gives_same_scores(first_run, tmp_path):
 ])
 def test_bad_input_is_one_line(args, msg, capsys, tmp_path):
     assert main(["detect", *args, "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert msg in err and "\n" not in err and "Traceback" not in err
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("rheads: error:")]
+    assert len(errors) == 1 and msg in errors[0] and "Traceback" not in err

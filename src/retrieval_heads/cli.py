@@ -91,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/detect", help="run directory (rerun the same command to resume)")
     p.set_defaults(func=cmd_detect)
 
-    from . import cli_niah, cli_report
+    from . import cli_niah, cli_report, cli_tasks
 
     cli_niah.add_parsers(sub)
     cli_report.add_parsers(sub)
+    cli_tasks.add_parsers(sub)
 
     p = sub.add_parser("models", help="the offline models this install can load, and how to get the others")
     p.set_defaults(func=cmd_models)
