@@ -14,7 +14,7 @@ import pytest
 from retrieval_heads.compare import compare, pearson, rankdata, spearman
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.properties import (PropertiesConfig, activation_frequency, beyond_window, dynamic_activation,
-                                        length_split, load_run, measure, scores_from_samples, sparsity)
+                                        length_split, load_run, measure, scores_from_records, sparsity)
 
 
 # ------------------------------------------------------------------------------------- synthetic runs
@@ -71,7 +71,7 @@ def make_run(path: Path, *, L: int = 6, H: int = 8, KV: int | None = 2, family: 
         for r in records:
             f.write(json.dumps(r) + "\n")
     if write_scores:
-        scores_from_samples(records, L, H).save(path / "scores.json")
+        scores_from_records(records, L, H).save(path / "scores.json")
     return path
 
 
@@ -208,15 +208,15 @@ def test_length_split_recomputes_scores_per_side():
 def load_run_from_records(records, L=2, H=2):
     from retrieval_heads.properties import Run
 
-    return Run("hand", "hand", scores_from_samples(records, L, H), model={"num_layers": L, "num_heads": H},
+    return Run("hand", "hand", scores_from_records(records, L, H), model={"num_layers": L, "num_heads": H},
                records=records)
 
 
-def test_scores_from_samples_matches_detect():
-    from retrieval_heads.detect import scores_from_records
+def test_scores_from_records_matches_detect():
+    from retrieval_heads.results import scores_from_records
 
     records = [rec(1000, {"0-0": 2, "1-1": 1}), rec(2000, {"0-1": 3}, counted=False), rec(3000, {"1-0": 4})]
-    assert scores_from_samples(records, 2, 2).to_paper() == scores_from_records(records, 2, 2).to_paper()
+    assert scores_from_records(records, 2, 2).to_paper() == scores_from_records(records, 2, 2).to_paper()
 
 
 # ------------------------------------------------------------------------------------------- window

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from retrieval_heads.attention import use_rheads
-from retrieval_heads.detect import greedy_with_capture, scores_from_records
+from retrieval_heads.detect import greedy_with_capture
+from retrieval_heads.results import scores_from_records
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.results import HeadScores, parse_heads, read_jsonl, JsonlWriter
 from retrieval_heads.scoring import copy_counts, rouge1_recall

@@ -37,6 +37,17 @@ def _add_probe_args(p: argparse.ArgumentParser, needles: str, lengths: str, dept
     p.add_argument("--seed", type=int, default=42)
 
 
+def parse_ks(spec: str, example: str, minimum: int = 0) -> list[int]:
+    """'0,5,10' -> [0, 5, 10]; a one-line error otherwise."""
+    try:
+        ks = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        ks = []
+    if not ks or any(k < minimum for k in ks):
+        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers >= {minimum}, e.g. {example}")
+    return ks
+
+
 def _model_config(a):
     from .config import ModelConfig
 

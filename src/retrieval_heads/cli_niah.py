@@ -65,14 +65,9 @@ def cmd_niah(a) -> None:
 
 
 def _parse_ks(spec: str) -> list[int]:
-    try:
-        ks = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers, e.g. {_DEFAULT_KS}") from None
-    if not ks or any(k < 0 for k in ks):
-        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers >= 0, e.g. {_DEFAULT_KS}")
-    return ks
+    from .cli import parse_ks
 
+    return parse_ks(spec, _DEFAULT_KS, minimum=0)
 
 def cmd_ablate(a) -> None:
     from .ablate import AblateConfig, format_table, run_ablate

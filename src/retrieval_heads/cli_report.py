@@ -19,14 +19,9 @@ _DEFAULT_KS = "5,10,20,50"
 
 
 def _parse_ks(spec: str) -> list[int]:
-    try:
-        ks = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        ks = []
-    if not ks or any(k < 1 for k in ks):
-        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers >= 1, e.g. {_DEFAULT_KS}")
-    return ks
+    from .cli import parse_ks
 
+    return parse_ks(spec, _DEFAULT_KS, minimum=1)
 
 def _split_arg(v: str) -> float | str:
     if v == "median":

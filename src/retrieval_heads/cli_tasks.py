@@ -27,14 +27,9 @@ def _load(a):
 
 
 def _parse_ks(spec: str) -> list[int]:
-    try:
-        ks = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers, e.g. {_DEFAULT_KS}") from None
-    if not ks or any(k < 0 for k in ks):
-        raise RHeadsError(f"bad --k {spec!r}: write a comma list of whole numbers >= 0, e.g. {_DEFAULT_KS}")
-    return ks
+    from .cli import parse_ks
 
+    return parse_ks(spec, _DEFAULT_KS, minimum=0)
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     from .attention import ABLATION_MODES

@@ -29,7 +29,7 @@ from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, m
 from .haystack import get_haystack
 from .needles import Needle, get_needles
 from .prompts import build_probe, resolve_template
-from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
+from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl, scores_from_records
 from .scoring import copy_counts, rouge1_recall
 
 
@@ -142,20 +142,6 @@ def run_sample(model, tokenizer, haystack: str, needle: Needle, s: Sample, confi
         "copies": {f"{l}-{h}": int(copies[l, h]) for l, h in zip(*np.nonzero(copies.numpy()))},
         "seconds": round(seconds, 3),
     }
-
-
-def scores_from_records(records: list[dict], num_layers: int, num_heads: int) -> HeadScores:
-    """Per-sample scores (copies / span length) of the counted samples, in grid order."""
-    scores = HeadScores.empty(num_layers, num_heads)
-    for r in records:
-        if not r["counted"]:
-            continue
-        m = np.zeros((num_layers, num_heads))
-        for key, n in r["copies"].items():
-            l, h = (int(x) for x in key.split("-"))
-            m[l, h] = n / r["span_len"]
-        scores.add_sample(m)
-    return scores
 
 
 def summarize(scores: HeadScores, records: list[dict], threshold: float, top_k: int = 20) -> dict:

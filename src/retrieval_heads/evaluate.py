@@ -35,8 +35,8 @@ from .attention import AttentionController, check_model, collect_means
 from .config import ModelConfig
 from .errors import RHeadsError
 from .generation import eos_ids, model_dims, model_meta
-from .masks import format_heads, parse_mask, select_heads, to_ablate
-from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
+from .masks import format_heads, resolve_mask, to_ablate
+from .results import FORMAT_VERSION, JsonlWriter, atomic_write_json, read_jsonl
 from .tasks import (Item, Prompt, build_prompt, extract, get_task, is_correct, load_exemplars, load_items,
                     resolve_mode, use_chat)
 
@@ -76,17 +76,6 @@ class EvalConfig:
         mode = resolve_mode(spec, self.mode)
         return replace(self, mode=mode, shots=spec.shots if self.shots is None else self.shots,
                        max_new_tokens=self.max_new_tokens or spec.max_new_tokens[mode])
-
-
-def resolve_heads(config: EvalConfig, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
-    """The (layer, head) pairs config.mask masks on a model of this shape."""
-    spec = parse_mask(config.mask)
-    scores = None
-    if spec.kind in ("top", "random") and spec.k > 0:
-        if not config.scores:
-            raise RHeadsError(f"mask '{spec}' needs head scores: pass --scores with a scores.json (rheads detect or the paper's)")
-        scores = HeadScores.load(config.scores)
-    return select_heads(spec, num_layers, num_heads, scores=scores, threshold=config.threshold, seed=config.mask_seed)
 
 
 def items_hash(items: list[Item]) -> str:
@@ -159,7 +148,7 @@ def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None
     if batch_size < 1:
         raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
     L, H, max_ctx = model_dims(model)
-    heads = resolve_heads(config, L, H)
+    heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     items, prompts = prepare(tokenizer, config)
     longest = max(len(p.input_ids) for p in prompts)

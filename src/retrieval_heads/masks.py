@@ -112,3 +112,15 @@ def to_ablate(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
 def format_heads(heads: list[tuple[int, int]]) -> str:
     """[(16, 19), (11, 15)] -> '16-19,11-15' (the `heads:` spec syntax)."""
     return ",".join(f"{l}-{h}" for l, h in heads)
+
+
+def resolve_mask(mask: str, scores_path: str | None, num_layers: int, num_heads: int, *, threshold: float = 0.1,
+                 seed: int = 0) -> list[tuple[int, int]]:
+    """The (layer, head) pairs a mask spec masks on a model of this shape, loading scores when it needs them."""
+    spec = parse_mask(mask)
+    scores = None
+    if spec.kind in ("top", "random") and spec.k > 0:
+        if not scores_path:
+            raise RHeadsError(f"mask '{spec}' needs head scores: pass --scores with a scores.json (rheads detect or the paper's)")
+        scores = HeadScores.load(scores_path)
+    return select_heads(spec, num_layers, num_heads, scores=scores, threshold=threshold, seed=seed)

@@ -52,11 +52,11 @@ from .config import ModelConfig, ProbeConfig
 from .errors import RHeadsError
 from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, model_meta
 from .haystack import get_haystack
-from .masks import format_heads, parse_mask, select_heads, to_ablate
+from .masks import format_heads, resolve_mask, to_ablate
 from .needles import Needle, get_needles
 from .plots import pyplot
 from .prompts import build_probe, resolve_template
-from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
+from .results import FORMAT_VERSION, JsonlWriter, atomic_write_json, read_jsonl
 from .scoring import rouge1_recall
 
 RESPONSE_CLASSES = ("correct", "partial", "hallucinated", "refusal", "degenerate")
@@ -163,17 +163,6 @@ def judge(response: str, answer: str) -> dict[str, Any]:
             "class": response_class(response, answer, recall, contains)}
 
 
-def resolve_heads(config: NiahConfig, num_layers: int, num_heads: int) -> list[tuple[int, int]]:
-    """The (layer, head) pairs config.mask masks on a model of this shape."""
-    spec = parse_mask(config.mask)
-    scores = None
-    if spec.kind in ("top", "random") and spec.k > 0:
-        if not config.scores:
-            raise RHeadsError(f"mask '{spec}' needs head scores: pass --scores with a scores.json (rheads detect or the paper's)")
-        scores = HeadScores.load(config.scores)
-    return select_heads(spec, num_layers, num_heads, scores=scores, threshold=config.threshold, seed=config.mask_seed)
-
-
 @dataclass
 class MeanReference:
     """Per-layer [H, D] mean head outputs for mode `mean`, and how they were obtained."""
@@ -229,7 +218,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     p = config.probe
     L, H, max_ctx = model_dims(model)
     check_grid(p, config.max_new_tokens, max_ctx)
-    heads = resolve_heads(config, L, H)
+    heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     mean_info, windows = None, None
     if config.ablation == "mean" and heads:

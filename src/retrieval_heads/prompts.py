@@ -171,7 +171,7 @@ def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def _special_prefix(tokenizer: Any) -> list[int]:
+def special_prefix(tokenizer: Any) -> list[int]:
     """Special tokens (BOS) the tokenizer puts in front of a plain text; trailing ones (EOS) are dropped."""
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -249,7 +249,7 @@ def build_probe(
     if rendered.count(_CONTEXT_SENTINEL) != 1:
         raise RHeadsError("the template does not reproduce {context} exactly once after rendering: fix the template")
     prefix, suffix = rendered.split(_CONTEXT_SENTINEL)
-    specials = [] if resolved.chat else _special_prefix(tokenizer)
+    specials = [] if resolved.chat else special_prefix(tokenizer)
 
     def assemble(n: int) -> tuple[str, int, list[int], list[tuple[int, int]]]:
         text, starts, ends = _haystack_offsets(tokenizer, haystack, n)

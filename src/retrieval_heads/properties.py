@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RHeadsError
-from .results import HeadScores
+from .results import HeadScores, scores_from_records
 
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_ALWAYS_ON = 0.9
@@ -114,21 +114,6 @@ def read_samples(path: Path) -> list[dict]:
     return out
 
 
-def scores_from_samples(records: list[dict], num_layers: int, num_heads: int) -> HeadScores:
-    """Per-sample scores (copies / span length) of the counted samples, as `detect.scores_from_records`
-    (repeated here so that reports do not import torch)."""
-    scores = HeadScores.empty(num_layers, num_heads)
-    for r in records:
-        if not r.get("counted"):
-            continue
-        m = np.zeros((num_layers, num_heads))
-        for key, n in r["copies"].items():
-            l, h = (int(x) for x in key.split("-"))
-            m[l, h] = n / r["span_len"]
-        scores.add_sample(m)
-    return scores
-
-
 def load_run(path: str | Path, *, name: str | None = None, num_kv_heads: int | None = None) -> Run:
     """A run directory of `rheads detect`, or a paper-format score file (then `num_kv_heads` may be given)."""
     path = Path(path)
@@ -149,7 +134,7 @@ def load_run(path: str | Path, *, name: str | None = None, num_kv_heads: int | N
         if scores_path.exists():
             scores = HeadScores.load(scores_path)
         elif records is not None and model.get("num_layers") and model.get("num_heads"):
-            scores = scores_from_samples(records, model["num_layers"], model["num_heads"])
+            scores = scores_from_records(records, model["num_layers"], model["num_heads"])
         else:
             raise RHeadsError(f"{path} has no scores.json and no samples to compute them from: finish or rerun "
                               "`rheads detect` there")
@@ -328,7 +313,7 @@ def length_split(run: Run, boundary: float | None = None, threshold: float | Non
         raise RHeadsError(f"{run.name}: splitting at length {b:g} leaves one side empty (counted lengths "
                           f"{lengths.min():g}..{lengths.max():g}); give a boundary in between, or probe more lengths")
     L, H = run.scores.num_layers, run.scores.num_heads
-    s, lg = scores_from_samples(short, L, H), scores_from_samples(long, L, H)
+    s, lg = scores_from_records(short, L, H), scores_from_records(long, L, H)
     return LengthSplit(boundary=b, rule=rule, n_short=len(short), n_long=len(long), short=s, long=lg,
                        comparison=compare(s, lg, ks=ks, threshold=thr))
 

@@ -104,6 +104,20 @@ class HeadScores:
         return cls(L, H, per)
 
 
+def scores_from_records(records: list[dict], num_layers: int, num_heads: int) -> HeadScores:
+    """Per-sample scores (copies / span length) of the counted samples of a detection run, in grid order."""
+    scores = HeadScores.empty(num_layers, num_heads)
+    for r in records:
+        if not r.get("counted"):
+            continue
+        m = np.zeros((num_layers, num_heads))
+        for key, n in r["copies"].items():
+            l, h = (int(x) for x in key.split("-"))
+            m[l, h] = n / r["span_len"]
+        scores.add_sample(m)
+    return scores
+
+
 def parse_heads(spec: str) -> list[tuple[int, int]]:
     """'16-19,11-15' -> [(16, 19), (11, 15)]."""
     out = []

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RHeadsError
+from .prompts import special_prefix
 
 MODES = ("cot", "direct", "closedbook")
 INSTRUCTIONS = {
@@ -394,22 +395,12 @@ def use_chat(tokenizer: Any, chat: bool | None) -> bool:
     return has if chat is None else bool(chat)
 
 
-def _special_prefix(tokenizer: Any) -> list[int]:
-    """Special tokens (BOS) the tokenizer puts in front of plain text."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for i in range(len(full) - len(bare) + 1):
-        if full[i : i + len(bare)] == bare:
-            return list(full[:i])
-    return []
-
-
 def build_prompt(tokenizer: Any, item: Item, mode: str, exemplars: list[Item], chat: bool) -> Prompt:
     """The prompt of one item, tokenized, with the token span of its question."""
     text = render(tokenizer, item, mode, exemplars, chat)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)))
     ids = list(enc["input_ids"])
-    lead = [] if chat else _special_prefix(tokenizer)
+    lead = [] if chat else special_prefix(tokenizer)
     if lead and ids[: len(lead)] == lead:
         lead = []  # the text already starts with BOS (no double BOS)
     a = text.rfind(item.question)
