@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,17 @@ import numpy as np
 
 from . import __version__
 from .attention import AttentionController, check_model
-from .config import ModelConfig, ProbeConfig
+from .config import ModelConfig, ProbeConfig, RunConfig
 from .errors import RHeadsError
 from .masks import MaskSpec, check_dims, select_heads
 from .niah import (RESPONSE_CLASSES, MeanReference, NiahConfig, _niah_probe, mean_reference, model_dims,
                    run_niah, stacked_classes)
-from .plots import pyplot
+from .plots import pyplot, save_figure
 from .results import FORMAT_VERSION, HeadScores, atomic_write_json
 
 
 @dataclass
-class AblateConfig:
+class AblateConfig(RunConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=_niah_probe)
     scores: str = ""  # score file (this tool's scores.json or the paper's); required
@@ -50,16 +50,6 @@ class AblateConfig:
     mean_ref_prompts: int = 4  # mode mean: see NiahConfig
     mean_ref_length: int = 1000
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AblateConfig":
-        return cls(
-            model=ModelConfig(**d.get("model", {})),
-            probe=ProbeConfig(**d.get("probe", {})),
-            **{f.name: d[f.name] for f in fields(cls) if f.name not in ("model", "probe") and f.name in d},
-        )
 
     def seeds(self) -> list[int]:
         return [self.mask_seed + i for i in range(self.random_seeds)]
@@ -184,11 +174,7 @@ def curve_plot(results: list[dict], path: str | Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def classes_plot(results: list[dict], path: str | Path, title: str) -> Path:
@@ -207,8 +193,4 @@ def classes_plot(results: list[dict], path: str | Path, title: str) -> Path:
     ax.set_xlabel("K heads masked")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -30,21 +30,25 @@ class ProbeConfig:
     seed: int = 42
 
 
-@dataclass
-class DetectConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    max_new_tokens: int = 32
-    threshold: float = 0.1  # heads scoring above it are retrieval heads
-    rouge_threshold: float = 0.5  # samples count when ROUGE-1 recall of the answer is above it
+class RunConfig:
+    """Mixin for run configs that hold a `model: ModelConfig` and a `probe: ProbeConfig`: dict round trip."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DetectConfig":
+    def from_dict(cls, d: dict[str, Any]):
         return cls(
             model=ModelConfig(**d.get("model", {})),
             probe=ProbeConfig(**d.get("probe", {})),
             **{f.name: d[f.name] for f in fields(cls) if f.name not in ("model", "probe") and f.name in d},
         )
+
+
+@dataclass
+class DetectConfig(RunConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    max_new_tokens: int = 32
+    threshold: float = 0.1  # heads scoring above it are retrieval heads
+    rouge_threshold: float = 0.5  # samples count when ROUGE-1 recall of the answer is above it

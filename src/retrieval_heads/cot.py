@@ -47,7 +47,7 @@ from .errors import RHeadsError
 from .evaluate import EvalConfig, prepare, run_eval
 from .generation import eos_ids, greedy, model_dims
 from .masks import MaskSpec, check_dims, select_heads
-from .plots import pyplot
+from .plots import pyplot, save_figure
 from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
 from .tasks import get_task
 
@@ -255,11 +255,7 @@ def drop_plot(results: list[dict], path: str | Path, title: str) -> Path:
     if len(zero) < len(MODES):
         ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------- copy analysis
@@ -418,8 +414,4 @@ def copy_share_plot(share: dict[str, Any], path: str | Path, title: str) -> Path
     ax2.set_xlabel("retrieval score")
     ax2.set_ylabel("copy rate (copies / repeats)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

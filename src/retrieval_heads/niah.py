@@ -38,7 +38,7 @@ import json
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .attention import AttentionController, check_model, collect_means
-from .config import ModelConfig, ProbeConfig
+from .config import ModelConfig, ProbeConfig, RunConfig
 from .errors import RHeadsError
 from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, model_meta
 from .haystack import get_haystack
 from .masks import format_heads, resolve_mask, to_ablate
 from .needles import Needle, get_needles
-from .plots import pyplot
+from .plots import pyplot, save_figure
 from .prompts import build_probe, resolve_template
 from .results import FORMAT_VERSION, JsonlWriter, atomic_write_json, read_jsonl
 from .scoring import rouge1_recall
@@ -70,7 +70,7 @@ def _niah_probe() -> ProbeConfig:
 
 
 @dataclass
-class NiahConfig:
+class NiahConfig(RunConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=_niah_probe)
     mask: str = "none"  # none, top:K, random:K, heads:16-19,11-15 (see masks.py)
@@ -82,16 +82,6 @@ class NiahConfig:
     mean_ref_prompts: int = 4  # mode mean: haystack windows the reference means are taken over
     mean_ref_length: int = 1000  # tokens per window (capped by the model's context)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NiahConfig":
-        return cls(
-            model=ModelConfig(**d.get("model", {})),
-            probe=ProbeConfig(**d.get("probe", {})),
-            **{f.name: d[f.name] for f in fields(cls) if f.name not in ("model", "probe") and f.name in d},
-        )
 
 
 # ---------------------------------------------------------------------------------------- scoring
@@ -363,11 +353,7 @@ def niah_heatmap(records: list[dict], path: str | Path, title: str) -> Path:
     ax.set_ylabel("depth percent")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="score (ROUGE-1 recall x100)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def stacked_classes(ax, labels: list[str], counts: list[dict[str, int]]) -> None:
@@ -396,8 +382,4 @@ def class_mix_plot(records: list[dict], path: str | Path, title: str) -> Path:
     ax.set_xlabel("context length (tokens)")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

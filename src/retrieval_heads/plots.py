@@ -20,6 +20,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write as PNG and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def head_heatmap(scores: np.ndarray, path: str | Path, title: str, threshold: float = 0.1) -> Path:
     """Heatmap of [L, H] retrieval scores, layers down, heads across; retrieval heads are outlined."""
     plt = pyplot()
@@ -34,8 +43,4 @@ def head_heatmap(scores: np.ndarray, path: str | Path, title: str, threshold: fl
     ax.set_yticks(range(0, L, max(1, L // 16)))
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="retrieval score")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
