@@ -176,20 +176,22 @@ def _sdpa(*args, **kwargs):
 
 
 def _last_row_scores(query, key, attention_mask, scaling, softcap) -> torch.Tensor:
-    """[B, KV, G, 1, k] float32 attention logits of the last query row, masked keys at -inf."""
+    """[B, KV, G, k] float32 attention logits of the last query row, masked keys at -inf.
+
+    The G query heads of a KV group share one matmul with their K (no repeat_kv copy of the cache).
+    """
     B, H, _, D = query.shape
     kv_heads = key.shape[1]
-    q = query[:, :, -1:, :].float().view(B, kv_heads, H // kv_heads, 1, D)  # [B, KV, G, 1, D]
-    k = key.float()[:, :, None]  # [B, KV, 1, k, D]
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # [B, KV, G, 1, k]
+    q = query[:, :, -1, :].float().reshape(B, kv_heads, H // kv_heads, D)  # [B, KV, G, D]
+    scores = torch.matmul(q, key.float().transpose(-1, -2)) * scaling  # [B, KV, G, D] @ [B, KV, D, k] -> [B, KV, G, k]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
-        m = attention_mask[:, :, -1:, :]  # [B|1, 1, 1, k]
+        m = attention_mask[:, :, -1, :][:, :, None, :]  # [B|1, 1, 1, k]
         if m.dtype == torch.bool:
-            scores = scores.masked_fill(~m[:, :, None], float("-inf"))
+            scores = scores.masked_fill(~m, float("-inf"))
         else:
-            scores = scores + m[:, :, None].float()
+            scores = scores + m.float()
     # no mask: the last row sees every key (causal), so nothing to hide
     return scores
 
@@ -214,12 +216,12 @@ def rheads_attention_forward(
     if ctl.capture:
         B, H, _, D = query.shape
         scaling = kwargs.get("scaling") or D**-0.5
-        scores = _last_row_scores(query, key, attention_mask, scaling, kwargs.get("softcap"))  # [B, KV, G, 1, k]
+        scores = _last_row_scores(query, key, attention_mask, scaling, kwargs.get("softcap"))  # [B, KV, G, k]
         offset = seen + q_len - k_len  # cache position of key 0 (sliding-window caches keep the tail only)
         ctl.top1.setdefault(layer, []).append((scores.argmax(-1).view(B, H) + offset).to(torch.int32))
     if ctl.capture and q_len == 1:  # a decoding step: finish attention from the scores already computed
-        probs = scores.softmax(-1).to(value.dtype)  # [B, KV, G, 1, k]
-        out = torch.matmul(probs, value[:, :, None]).view(B, H, 1, D).transpose(1, 2)  # [B, 1, H, D]
+        probs = scores.softmax(-1).to(value.dtype)  # [B, KV, G, k]
+        out = torch.matmul(probs, value).reshape(B, 1, H, D)  # [B, KV, G, D] -> [B, 1, H, D]
         weights = None
     else:
         out, weights = _sdpa(module, query, key, value, attention_mask, **kwargs)  # out [B, q, H, D]
