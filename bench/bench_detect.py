@@ -161,7 +161,10 @@ def main() -> None:
         for mode in modes:
             cmd = [sys.executable, __file__, "--child", "--mode", mode, "--length", str(length), "--model",
                    args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+            # a fixed mmap threshold makes glibc return big tensors to the OS when freed, so the peak RSS
+            # follows what torch really holds instead of the allocator's heap growth
+            env = {**os.environ, "TQDM_DISABLE": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if p.returncode != 0:
                 row[mode] = None
                 row[f"{mode}_error"] = (p.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1][:200]
