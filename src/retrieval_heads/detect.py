@@ -12,7 +12,6 @@ per-sample cost is dominated by the prefill anyway) and sampling (the score is d
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, m
 from .haystack import get_haystack
 from .needles import Needle, get_needles
 from .prompts import build_probe, resolve_template
-from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl, scores_from_records
+from .results import FORMAT_VERSION, HeadScores, atomic_write_json, open_run, scores_from_records
 from .scoring import copy_counts, rouge1_recall
 
 
@@ -38,16 +37,6 @@ def greedy_with_capture(model, input_ids: list[int], max_new_tokens: int, eos_id
     ctl = AttentionController(capture=True)
     gen = greedy(model, input_ids, max_new_tokens, eos_ids, ctl)  # [T]
     return gen, ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
-
-
-def _check_run_dir(out: Path, config: DetectConfig) -> None:
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text()).get("config")
-        if old is not None and old != config.to_dict():
-            raise RHeadsError(
-                f"{out} holds a run with a different config: pass another --out, or delete it to start over"
-            )
 
 
 def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str | Path | None = None,
@@ -78,15 +67,9 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
     writer = None
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(out, config)
-        atomic_write_json(out / "config.json", {"version": FORMAT_VERSION, "toolkit": __version__,
-                                                "config": config.to_dict(), "model": model_meta(model)})
-        records = read_jsonl(out / "samples.jsonl")
-        done = {r["id"]: r for r in records if r.get("type") == "sample"}
-        writer = JsonlWriter(out / "samples.jsonl")
-        if not records:
-            writer.write({"type": "header", "version": FORMAT_VERSION, "config": config.to_dict()})
+        meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
+                "model": model_meta(model)}
+        done, writer = open_run(out, meta, keys=("config",), jsonl="samples.jsonl", kind="sample")
 
     results: list[dict] = []
     try:

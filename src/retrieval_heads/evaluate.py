@@ -36,7 +36,7 @@ from .config import ModelConfig
 from .errors import RHeadsError
 from .generation import eos_ids, model_dims, model_meta
 from .masks import format_heads, resolve_mask, to_ablate
-from .results import FORMAT_VERSION, JsonlWriter, atomic_write_json, read_jsonl
+from .results import FORMAT_VERSION, atomic_write_json, open_run
 from .tasks import (Item, Prompt, build_prompt, extract, get_task, is_correct, load_exemplars, load_items,
                     resolve_mode, use_chat)
 
@@ -121,17 +121,6 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
     return out
 
 
-def _check_run_dir(out: Path, meta: dict[str, Any]) -> None:
-    path = out / "config.json"
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    for key in ("config", "masked_heads", "items_sha"):
-        if old.get(key) != meta[key]:
-            raise RHeadsError(f"{out} holds an eval run with a different {key.replace('_sha', '')}: pass another --out, "
-                              "or delete it to start over")
-
-
 def default_batch_size(model) -> int:
     return 8 if next(model.parameters()).device.type == "cuda" else 4
 
@@ -169,15 +158,8 @@ def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None
     writer = None
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(out, meta)
-        atomic_write_json(out / "config.json", meta)
-        records = read_jsonl(out / "items.jsonl")
-        done = {r["id"]: r for r in records if r.get("type") == "item"}
-        writer = JsonlWriter(out / "items.jsonl")
-        if not records:
-            writer.write({"type": "header", "version": FORMAT_VERSION, "config": config.to_dict(),
-                          "masked_heads": format_heads(heads), "items_sha": meta["items_sha"]})
+        done, writer = open_run(out, meta, keys=("config", "masked_heads", "items_sha"), jsonl="items.jsonl",
+                                kind="item")
 
     todo = [i for i, it in enumerate(items) if it.id not in done]
     try:

@@ -34,7 +34,6 @@ LLM-judged scoring, and checking whether a hallucination is copied from the hays
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -49,14 +48,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .attention import AttentionController, check_model, collect_means
 from .config import ModelConfig, ProbeConfig, RunConfig
-from .errors import RHeadsError
 from .generation import Sample, check_grid, eos_ids, greedy, grid, model_dims, model_meta
 from .haystack import get_haystack
 from .masks import format_heads, resolve_mask, to_ablate
 from .needles import Needle, get_needles
 from .plots import pyplot, save_figure
 from .prompts import build_probe, resolve_template
-from .results import FORMAT_VERSION, JsonlWriter, atomic_write_json, read_jsonl
+from .results import FORMAT_VERSION, atomic_write_json, open_run
 from .scoring import rouge1_recall
 
 RESPONSE_CLASSES = ("correct", "partial", "hallucinated", "refusal", "degenerate")
@@ -189,15 +187,6 @@ def mean_reference(model, tokenizer, config: NiahConfig) -> MeanReference:
 # ---------------------------------------------------------------------------------------- the run
 
 
-def _check_run_dir(out: Path, config: NiahConfig, heads: list[tuple[int, int]]) -> None:
-    path = out / "config.json"
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    if old.get("config") != config.to_dict() or old.get("masked_heads") != format_heads(heads):
-        raise RHeadsError(f"{out} holds a run with a different config or mask: pass another --out, or delete it to start over")
-
-
 def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None, progress: bool = True,
              means: MeanReference | None = None) -> dict[str, Any]:
     """Run the NIAH grid of `config` on a loaded model; returns the summary (also written to out/summary.json).
@@ -228,15 +217,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     writer = None
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(out, config, heads)
-        atomic_write_json(out / "config.json", meta)
-        records = read_jsonl(out / "samples.jsonl")
-        done = {r["id"]: r for r in records if r.get("type") == "sample"}
-        writer = JsonlWriter(out / "samples.jsonl")
-        if not records:
-            writer.write({"type": "header", "version": FORMAT_VERSION, "config": config.to_dict(),
-                          "masked_heads": format_heads(heads)})
+        done, writer = open_run(out, meta, keys=("config", "masked_heads"), jsonl="samples.jsonl", kind="sample")
 
     results: list[dict] = []
     try:

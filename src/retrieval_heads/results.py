@@ -148,6 +148,33 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str,
+             kind: str) -> tuple[dict[str, dict], "JsonlWriter"]:
+    """Create or resume a run directory.
+
+    Refuses a directory whose config.json differs from `meta` in any of `keys`, writes config.json, and
+    returns the records of type `kind` already in `jsonl` (by id) with a writer that appends to it (a new
+    file starts with a header holding the version and `keys`).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        for key in keys:
+            if old.get(key) != meta.get(key):
+                what = key.replace("_sha", "").replace("_", " ")
+                raise RHeadsError(f"{out} holds a run with a different {what}: pass another --out, or delete it "
+                                  "to start over")
+    atomic_write_json(path, meta)
+    records = read_jsonl(out / jsonl)
+    writer = JsonlWriter(out / jsonl)
+    if not records:
+        writer.write({"type": "header", "version": meta.get("version", FORMAT_VERSION),
+                      **{k: meta.get(k) for k in keys}})
+    return {r["id"]: r for r in records if r.get("type") == kind}, writer
+
+
 class JsonlWriter:
     """Append-only JSONL, flushed and fsynced after every record."""
 
