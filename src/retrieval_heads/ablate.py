@@ -29,7 +29,7 @@ from . import __version__
 from .attention import AttentionController, check_model
 from .config import ModelConfig, ProbeConfig, RunConfig
 from .errors import RHeadsError
-from .masks import MaskSpec, check_dims, select_heads
+from .masks import load_sweep_scores
 from .niah import (RESPONSE_CLASSES, MeanReference, NiahConfig, _niah_probe, mean_reference, model_dims,
                    run_niah, stacked_classes)
 from .plots import pyplot, save_figure
@@ -81,12 +81,7 @@ def _validate(config: AblateConfig, num_layers: int, num_heads: int) -> HeadScor
     if config.random_seeds < 1:
         raise RHeadsError("--random-seeds must be at least 1")
     AttentionController(mode=config.ablation)  # unknown mode -> one-line error
-    scores = HeadScores.load(config.scores)
-    check_dims(scores, num_layers, num_heads, source=config.scores)
-    for k in config.ks:
-        for kind in ("top", "random"):
-            select_heads(MaskSpec(kind, k=k), num_layers, num_heads, scores=scores, threshold=config.threshold)
-    return scores
+    return load_sweep_scores(config.scores, config.ks, num_layers, num_heads, threshold=config.threshold)
 
 
 def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from .config import ModelConfig
 from .errors import RHeadsError
 from .evaluate import EvalConfig, prepare, run_eval
 from .generation import eos_ids, greedy, model_dims
-from .masks import MaskSpec, check_dims, select_heads
+from .masks import MaskSpec, load_sweep_scores, select_heads
 from .plots import pyplot, save_figure
 from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
 from .tasks import get_task
@@ -133,12 +133,7 @@ def _validate(config: CotConfig, num_layers: int, num_heads: int) -> HeadScores:
                           "direct (gsm8k, vartrack, wordproblems)")
     if "closedbook" not in cb.modes:
         raise RHeadsError(f"task {config.closedbook_task!r} has no closedbook mode: use closedbook-facts or qa")
-    scores = HeadScores.load(config.scores)
-    check_dims(scores, num_layers, num_heads, source=config.scores)
-    for k in config.ks:
-        for kind in ("top", "random"):
-            select_heads(MaskSpec(kind, k=k), num_layers, num_heads, scores=scores, threshold=config.threshold)
-    return scores
+    return load_sweep_scores(config.scores, config.ks, num_layers, num_heads, threshold=config.threshold)
 
 
 def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, batch_size: int | None = None,

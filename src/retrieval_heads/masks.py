@@ -124,3 +124,14 @@ def resolve_mask(mask: str, scores_path: str | None, num_layers: int, num_heads:
             raise RHeadsError(f"mask '{spec}' needs head scores: pass --scores with a scores.json (rheads detect or the paper's)")
         scores = HeadScores.load(scores_path)
     return select_heads(spec, num_layers, num_heads, scores=scores, threshold=threshold, seed=seed)
+
+
+def load_sweep_scores(path: str, ks: list[int], num_layers: int, num_heads: int, *,
+                      threshold: float = 0.1) -> HeadScores:
+    """Load the scores of a top-K / random-K sweep, failing before any run when a K cannot be drawn."""
+    scores = HeadScores.load(path)
+    check_dims(scores, num_layers, num_heads, source=path)
+    for k in ks:
+        for kind in ("top", "random"):
+            select_heads(MaskSpec(kind, k=k), num_layers, num_heads, scores=scores, threshold=threshold)
+    return scores
