@@ -17,7 +17,6 @@ significance tests; per-seed means are in summary.json for whoever wants them.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from .masks import load_sweep_scores
 from .niah import (RESPONSE_CLASSES, MeanReference, NiahConfig, _niah_probe, mean_reference, model_dims,
                    run_niah, stacked_classes)
 from .plots import pyplot, save_figure
-from .results import FORMAT_VERSION, HeadScores, atomic_write_json
+from .results import FORMAT_VERSION, HeadScores, atomic_write_json, claim_run_dir
 
 
 @dataclass
@@ -89,12 +88,7 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     check_model(model)
     L, H, _ = model_dims(model)
     scores = _validate(config, L, H)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()).get("config") != config.to_dict():
-        raise RHeadsError(f"{out} holds an ablation run with a different config: pass another --out, or delete it")
-    atomic_write_json(cfg_path, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
+    out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
 
     means: MeanReference | None = None
     if config.ablation == "mean" and any(k > 0 for k in config.ks):

@@ -31,7 +31,6 @@ Left out on purpose: significance tests, other head-selection baselines, and mas
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from .evaluate import EvalConfig, prepare, run_eval
 from .generation import eos_ids, greedy, model_dims
 from .masks import MaskSpec, load_sweep_scores, select_heads
 from .plots import pyplot, save_figure
-from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, read_jsonl
+from .results import FORMAT_VERSION, HeadScores, JsonlWriter, atomic_write_json, claim_run_dir, read_jsonl
 from .tasks import get_task
 
 MODES = ("cot", "direct", "closedbook")
@@ -144,12 +143,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     scores = _validate(config, L, H)
     for mode in MODES:  # data problems surface before the first run starts
         prepare(tokenizer, config.eval_config(mode).resolved())
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and json.loads(cfg_path.read_text()).get("config") != config.to_dict():
-        raise RHeadsError(f"{out} holds a cot experiment with a different config: pass another --out, or delete it")
-    atomic_write_json(cfg_path, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
+    out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
 
     runs: dict[str, dict] = {}
     todo = plan(config)

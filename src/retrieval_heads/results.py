@@ -148,14 +148,9 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
-def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str,
-             kind: str) -> tuple[dict[str, dict], "JsonlWriter"]:
-    """Create or resume a run directory.
-
-    Refuses a directory whose config.json differs from `meta` in any of `keys`, writes config.json, and
-    returns the records of type `kind` already in `jsonl` (by id) with a writer that appends to it (a new
-    file starts with a header holding the version and `keys`).
-    """
+def claim_run_dir(out: str | Path, meta: dict, *, keys: tuple[str, ...] = ("config",)) -> Path:
+    """Create or reuse a run directory: refuse one whose config.json differs from `meta` in any of `keys`,
+    then write `meta` as its config.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
@@ -167,6 +162,18 @@ def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str,
                 raise RHeadsError(f"{out} holds a run with a different {what}: pass another --out, or delete it "
                                   "to start over")
     atomic_write_json(path, meta)
+    return out
+
+
+def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str,
+             kind: str) -> tuple[dict[str, dict], "JsonlWriter"]:
+    """Create or resume a run directory.
+
+    Refuses a directory whose config.json differs from `meta` in any of `keys`, writes config.json, and
+    returns the records of type `kind` already in `jsonl` (by id) with a writer that appends to it (a new
+    file starts with a header holding the version and `keys`).
+    """
+    out = claim_run_dir(out, meta, keys=keys)
     records = read_jsonl(out / jsonl)
     writer = JsonlWriter(out / jsonl)
     if not records:
