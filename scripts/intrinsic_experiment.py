@@ -567,15 +567,9 @@ def run_stages(cfg: IntrinsicConfig, out: Path, stages: list[str], timer: Timing
 
 
 def main(argv=None) -> int:
-    try:
-        run(argv)
-    except RHeadsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    from retrieval_heads.cli import guarded
+
+    return guarded(lambda: run(argv), "intrinsic_experiment")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.needles import get_needles
 from retrieval_heads.results import read_jsonl
-from tiny import COMMON
+from tiny import COMMON, bpe_tokenizer, word_haystack
 
 _spec = importlib.util.spec_from_file_location(
     "intrinsic_experiment", Path(__file__).resolve().parents[1] / "scripts" / "intrinsic_experiment.py")
@@ -25,30 +23,14 @@ ie = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)  # datacla
 _spec.loader.exec_module(ie)
 
 
-def _haystack(n_sentences: int = 300) -> str:
-    rng = random.Random(0)
-    words = ("the river town garden old market winter morning people walked slowly across bridge children laughed "
-             "quiet evening light stone houses painted window baker bread warm travelers spoke about weather").split()
-    return " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "."
-                    for _ in range(n_sentences))
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> tuple[Path, Path]:
     """A saved tiny Llama + BPE tokenizer, and a haystack .txt file."""
     root = tmp_path_factory.mktemp("intrinsic")
-    text = _haystack()
+    text = word_haystack(300)
     (root / "hay.txt").write_text(text)
-    t = Tokenizer(models.BPE(unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    t.decoder = decoders.ByteLevel()
-    t.train_from_iterator([text, *(f"{n.needle} {n.question}" for n in get_needles("eval") + get_needles("detect")),
-                           "Based only on the context above, answer the question. Question: Answer:"],
-                          trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>", "<unk>"],
-                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                              show_progress=False))
-    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok = bpe_tokenizer([text, *(f"{n.needle} {n.question}" for n in get_needles("eval") + get_needles("detect")),
+                         "Based only on the context above, answer the question. Question: Answer:"], vocab_size=600)
     torch.manual_seed(0)
     cfg = LlamaConfig(**{**COMMON, "vocab_size": len(tok), "max_position_embeddings": 1024}, num_key_value_heads=2,
                       bos_token_id=0, eos_token_id=1)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 from retrieval_heads.ablate import AblateConfig, format_table, run_ablate
@@ -20,7 +18,7 @@ from retrieval_heads.needles import get_needles
 from retrieval_heads.niah import (RESPONSE_CLASSES, NiahConfig, contains_answer, format_summary, judge,
                                   response_class, run_niah)
 from retrieval_heads.results import HeadScores, read_jsonl
-from tiny import COMMON
+from tiny import COMMON, bpe_tokenizer, word_haystack
 
 # ------------------------------------------------------------------------------------------- scoring
 
@@ -65,32 +63,14 @@ def test_scores_on_fixed_strings():
 
 # ------------------------------------------------------------------------------------------- tiny model + tokenizer
 
-SPECIALS = ["<s>", "</s>", "<unk>"]
-
-
-def _haystack(n_sentences: int = 200) -> str:
-    rng = random.Random(0)
-    words = ("the river town garden old market winter morning people walked slowly across bridge children laughed "
-             "quiet evening light stone houses painted window baker bread warm travelers spoke about weather").split()
-    return " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "."
-                    for _ in range(n_sentences))
-
-
-HAYSTACK = _haystack()
+HAYSTACK = word_haystack(200)
 
 
 @pytest.fixture(scope="module")
 def tok() -> PreTrainedTokenizerFast:
-    t = Tokenizer(models.BPE(unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    t.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     needle_text = [f"{n.needle} {n.question}" for n in get_needles("eval")]
     template = "<context> </context> Based only on the context above, answer the question in a short sentence. Question: Answer:"
-    t.train_from_iterator([HAYSTACK, template, *needle_text], trainer)
-    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return bpe_tokenizer([HAYSTACK, template, *needle_text], vocab_size=800)
 
 
 @pytest.fixture(scope="module")

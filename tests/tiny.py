@@ -1,7 +1,14 @@
-"""Tiny random causal LMs of each family, built from configs (no downloads), for the attention oracles."""
+"""Tiny random causal LMs of each family, built from configs (no downloads), for the attention oracles; and an
+offline word haystack with a small BPE tokenizer trained on it, for the tests that run whole probes."""
+
+import random
 
 import torch
-from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, MistralConfig, PreTrainedTokenizerFast,
+                          Qwen2Config)
+
+SPECIALS = ["<s>", "</s>", "<unk>"]  # ids 0, 1, 2 of bpe_tokenizer
 
 COMMON = dict(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
               max_position_embeddings=256)
@@ -25,3 +32,24 @@ def tiny_model(family: str, attn: str = "sdpa", seed: int = 0, sharpen: float = 
             if "q_proj.weight" in name or "k_proj.weight" in name:
                 p.mul_(sharpen)
     return model.eval()
+
+
+def word_haystack(n_sentences: int) -> str:
+    """A deterministic haystack of simple sentences (seed 0)."""
+    rng = random.Random(0)
+    words = ("the river town garden old market winter morning people walked slowly across bridge children laughed "
+             "quiet evening light stone houses painted window baker bread warm travelers spoke about weather").split()
+    return " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "."
+                    for _ in range(n_sentences))
+
+
+def bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, BOS prepended, SPECIALS as bos/eos/unk."""
+    t = Tokenizer(models.BPE(unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                     show_progress=False))
+    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import RHeadsError
 
@@ -113,17 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def guarded(call: Callable[[], Any], prog: str = "rheads") -> int:
+    """Run a command: exit status 0, or 2 with a one-line error, or 130 when interrupted (runs resume)."""
     try:
-        args.func(args)
+        call()
     except RHeadsError as e:
-        print(f"rheads: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nrheads: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
+        print(f"\n{prog}: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":
