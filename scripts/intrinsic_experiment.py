@@ -323,15 +323,14 @@ def stage_niah(cfg: IntrinsicConfig, spec: str, run_dir: Path) -> None:
 
 
 def stage_compare(cfg: IntrinsicConfig, out: Path) -> dict[str, Any]:
-    from retrieval_heads.compare import CompareConfig, compare, format_table, scatter_plot, write_compare
+    from retrieval_heads.compare import (CompareConfig, compare, format_table, run_source, scatter_plot,
+                                         write_compare)
     from retrieval_heads.properties import load_run
 
     runs = [load_run(base_dir(cfg, out), name="base"), load_run(out / "after-detect", name="after")]
     cc = CompareConfig(ks=list(cfg.ks), threshold=cfg.threshold)
     result = compare(runs[0].scores, runs[1].scores, ks=cc.ks, threshold=cc.threshold)
-    src = [{"name": r.name, "source": r.source, "model": r.model.get("spec") or r.model.get("name"),
-            "family": r.family, "shape": [r.scores.num_layers, r.scores.num_heads], "n_counted": r.scores.n_samples}
-           for r in runs]
+    src = [run_source(r) for r in runs]
     write_compare(out / "compare", result, src[0], src[1], cc, {"experiment": "intrinsic", "rope": cfg.rope})
     scatter_plot(runs[0].scores, runs[1].scores, out / "compare" / "scatter.png", "base", "after", cc.threshold,
                  f"{cfg.model.model}: before vs after {cfg.rope} + {cfg.train.steps} steps")

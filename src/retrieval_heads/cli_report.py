@@ -32,14 +32,8 @@ def _split_arg(v: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{v!r} is not a length in tokens or 'median'") from None
 
 
-def _source(run, n_counted: int | None = None) -> dict:
-    return {"name": run.name, "source": run.source, "model": run.model_name, "family": run.family,
-            "shape": [run.scores.num_layers, run.scores.num_heads],
-            "n_counted": run.scores.n_samples if n_counted is None else n_counted}
-
-
 def cmd_compare(a) -> None:
-    from .compare import CompareConfig, compare, format_table, scatter_plot, write_compare
+    from .compare import CompareConfig, compare, format_table, run_source, scatter_plot, write_compare
     from .properties import length_split, load_run
 
     if len(a.runs) > 2:
@@ -62,8 +56,8 @@ def cmd_compare(a) -> None:
         ls = length_split(run, boundary, threshold, tuple(ks))
         sa, sb = ls.short, ls.long
         la, lb = f"short (<= {ls.boundary:g})", f"long (> {ls.boundary:g})"
-        src_a = {**_source(run, ls.n_short), "name": f"{run.name} short", "subset": la}
-        src_b = {**_source(run, ls.n_long), "name": f"{run.name} long", "subset": lb}
+        src_a = {**run_source(run, ls.n_short), "name": f"{run.name} short", "subset": la}
+        src_b = {**run_source(run, ls.n_long), "name": f"{run.name} long", "subset": lb}
         extra["split"] = {"boundary": ls.boundary, "rule": ls.rule, "n_short": ls.n_short, "n_long": ls.n_long}
         result = ls.comparison
         title = f"{run.name}: short vs long contexts ({ls.n_short} / {ls.n_long} samples)"
@@ -71,7 +65,7 @@ def cmd_compare(a) -> None:
         ra, rb = runs
         sa, sb, la, lb = ra.scores, rb.scores, ra.name, rb.name
         result = compare(sa, sb, ks=ks, threshold=threshold)
-        src_a, src_b = _source(ra), _source(rb)
+        src_a, src_b = run_source(ra), run_source(rb)
         if ra.family != rb.family and "unknown" not in (ra.family, rb.family):
             extra["note"] = f"families differ ({ra.family} vs {rb.family}) though the shapes match"
         title = f"{la} vs {lb}"

@@ -148,6 +148,13 @@ def scatter_plot(a: HeadScores | np.ndarray, b: HeadScores | np.ndarray, path: s
     return path
 
 
+def run_source(run: Any, n_counted: int | None = None) -> dict[str, Any]:
+    """How compare.json names one side: a `properties.Run`'s name, source, model, family, shape, counted samples."""
+    return {"name": run.name, "source": run.source, "model": run.model_name, "family": run.family,
+            "shape": [run.scores.num_layers, run.scores.num_heads],
+            "n_counted": run.scores.n_samples if n_counted is None else n_counted}
+
+
 def write_compare(out: str | Path, result: dict[str, Any], a: dict[str, Any], b: dict[str, Any],
                   config: CompareConfig, extra: dict[str, Any] | None = None) -> Path:
     """compare.json in `out`: version, toolkit, config, the two sources (`a`, `b`: name, source, ...), metrics."""
