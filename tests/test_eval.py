@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 from retrieval_heads.attention import AttentionController, use_rheads
@@ -19,7 +18,7 @@ from retrieval_heads.errors import RHeadsError
 from retrieval_heads.evaluate import EvalConfig, format_summary, generate_batch, run_eval
 from retrieval_heads.results import HeadScores, read_jsonl
 from retrieval_heads.tasks import INSTRUCTIONS, build_prompt, get_task, load_exemplars, load_items
-from tiny import COMMON
+from tiny import COMMON, bpe_tokenizer
 
 GSM = [
     {"question": "Janet has 16 eggs and eats 3. How many are left?", "answer": "16 - 3 = <<16-3=13>>13\n#### 13"},
@@ -53,13 +52,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tok() -> PreTrainedTokenizerFast:
-    t = Tokenizer(models.BPE(unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    t.decoder = decoders.ByteLevel()  # no byte alphabet: every token decodes to readable ASCII
-    t.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=500, special_tokens=["<s>", "</s>", "<unk>"],
-                                                         show_progress=False))
-    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return bpe_tokenizer(_corpus(), 500, byte_alphabet=False)  # every token decodes to readable ASCII
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from retrieval_heads import haystack as haystack_mod
@@ -16,6 +16,7 @@ from retrieval_heads.errors import RHeadsError
 from retrieval_heads.haystack import get_haystack, register_haystack
 from retrieval_heads.needles import Needle, get_needles, load_needles_jsonl
 from retrieval_heads.prompts import build_probe, parse_grid, resolve_template
+from tiny import bpe_tokenizer
 
 NEEDLE = Needle(
     needle="The secret ingredient in Grandma Ottoline's soup is smoked cardamom.",
@@ -47,18 +48,8 @@ HAYSTACK = _make_haystack()
 
 
 def _bpe_tokenizer(chat: bool) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=700, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator([HAYSTACK, NEEDLE.needle, NEEDLE.question], trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.chat_template = CHAT_TEMPLATE if chat else None
-    return fast
+    return bpe_tokenizer([HAYSTACK, NEEDLE.needle, NEEDLE.question], 700, specials=SPECIALS,
+                         chat_template=CHAT_TEMPLATE if chat else None)
 
 
 @pytest.fixture(scope="module")

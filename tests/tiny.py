@@ -43,13 +43,18 @@ def word_haystack(n_sentences: int) -> str:
                     for _ in range(n_sentences))
 
 
-def bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on `texts`, BOS prepended, SPECIALS as bos/eos/unk."""
+def bpe_tokenizer(texts: list[str], vocab_size: int, *, specials: list[str] = SPECIALS, byte_alphabet: bool = True,
+                  chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, BOS prepended; `specials` start with <s>, </s>, <unk> (ids
+    0, 1, 2) and may add chat markers. Without the byte alphabet every token decodes to readable text."""
+    assert specials[:3] == SPECIALS, "bos/eos/unk come first"
     t = Tokenizer(models.BPE(unk_token="<unk>"))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
-    t.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                     show_progress=False))
+    alphabet = pre_tokenizers.ByteLevel.alphabet() if byte_alphabet else []
+    t.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                     initial_alphabet=alphabet, show_progress=False))
     t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
-    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = chat_template
+    return fast
