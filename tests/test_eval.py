@@ -262,6 +262,24 @@ def test_cot_experiment_end_to_end(model, tok, tmp_path):
     assert again["results"] == summary["results"] and again["copy_share"] == summary["copy_share"]
 
 
+def test_cot_experiment_split_across_processes(model, tok, tmp_path):
+    """--only runs disjoint parts into one dir; the run without it then only summarizes, as one whole run would."""
+    cfg = _cot_config(tmp_path, ks=[0, 2], random_seeds=1)
+    parts = [sub for _, _, sub, _, _ in plan(cfg)]
+    with pytest.raises(RHeadsError, match="not a part of this experiment"):
+        run_cot_experiment(model, tok, cfg, tmp_path / "split", only=["cot/top-k3"], progress=False)
+    split = tmp_path / "split"
+    assert run_cot_experiment(model, tok, cfg, split, only=parts[::2], progress=False) is None
+    assert run_cot_experiment(model, tok, cfg, split, only=parts[1::2] + ["copy"], progress=False) is None
+    assert not (split / "summary.json").exists() and (split / "copy_share.json").exists()
+    assert all((split / sub / "summary.json").exists() for sub in parts)
+    stamps = {sub: (split / sub / "items.jsonl").stat().st_mtime_ns for sub in parts}
+    summary = run_cot_experiment(model, tok, cfg, split, progress=False)
+    assert stamps == {sub: (split / sub / "items.jsonl").stat().st_mtime_ns for sub in parts}  # nothing rerun
+    whole = run_cot_experiment(model, tok, cfg, tmp_path / "whole", progress=False)
+    assert summary["results"] == whole["results"] and summary["copy_share"] == whole["copy_share"]
+
+
 def test_cot_experiment_refuses_bad_input_before_running(model, tok, tmp_path):
     with pytest.raises(RHeadsError, match="only 10"):
         run_cot_experiment(model, tok, _cot_config(tmp_path, ks=[0, 11]), tmp_path / "x", progress=False)
@@ -285,6 +303,8 @@ def test_cli_parsers():
     assert (a.mask, a.scores) == ("top:20", "s.json")
     a = parser.parse_args(["cot-experiment", "--scores", "s.json", "--k", "0,10,20,50", "--random-seeds", "3"])
     assert _parse_ks(a.k) == [0, 10, 20, 50] and a.random_seeds == 3 and a.copy_items == 20 and a.limit == 200
+    assert a.only is None
+    assert parser.parse_args(["cot-experiment", "--only", "cot/top-k20,copy"]).only == "cot/top-k20,copy"
     assert parser.parse_args(["tasks"]).command == "tasks"
     with pytest.raises(RHeadsError, match="bad --k"):
         _parse_ks("1,x")

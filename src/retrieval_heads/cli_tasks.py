@@ -94,7 +94,11 @@ def cmd_cot_experiment(a) -> None:
                        max_new_tokens_direct=a.max_new_tokens_direct,
                        max_new_tokens_closedbook=a.max_new_tokens_closedbook, mean_ref_prompts=a.mean_ref_prompts,
                        copy_items=a.copy_items)
-    summary = run_cot_experiment(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size)
+    only = [x.strip() for x in a.only.split(",") if x.strip()] if a.only else None
+    summary = run_cot_experiment(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size, only=only)
+    if summary is None:
+        print(f"ran {', '.join(only or [])} in {a.out}/; rerun without --only (same options) for the summary")
+        return
     print(format_table(summary))
     print(f"\nresults in {a.out}/ (summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run)")
 
@@ -141,4 +145,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--copy-items", type=int, default=20,
                    help="items of the unmasked CoT capture pass for the copy analysis (0: skip; default: %(default)s)")
     p.add_argument("--out", default="runs/cot-exp", help="run directory (rerun the same command to resume)")
+    p.add_argument("--only", default=None, help="run only these parts, e.g. cot/top-k50,cot/random-k50-seed0,copy, "
+                   "to split the runs across processes sharing --out (give each process different parts); then "
+                   "rerun without --only for the summary")
     p.set_defaults(func=cmd_cot_experiment)

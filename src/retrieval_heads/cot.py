@@ -8,7 +8,9 @@ knowledge. `run_cot_experiment(model, tokenizer, config, out)` runs, on one load
    vartrack / wordproblems) and `closedbook` on closedbook-facts; each unmasked (K=0), with the top-K
    retrieval heads masked, and with K random non-retrieval heads masked (`random_seeds` draws, seeds
    `mask_seed ..`). Every run is an `evaluate.run_eval` directory, `<mode>/k0-baseline`, `<mode>/top-k<K>`,
-   `<mode>/random-k<K>-seed<s>`, each resumable, so the whole experiment resumes.
+   `<mode>/random-k<K>-seed<s>`, each resumable, so the whole experiment resumes. `only` runs a subset of
+   them, so that processes sharing `out` can split the runs (one per core or GPU); do not give two processes
+   the same part.
 2. the copy analysis (`copy_share`): one unmasked CoT pass with top-1 capture (batch 1) over the first
    `copy_items` items. A generated token is a *repeat* when the same token id occurs in the test question
    (its token span in the prompt; few-shot exemplars and the template do not count) or earlier in the
@@ -136,23 +138,35 @@ def _validate(config: CotConfig, num_layers: int, num_heads: int) -> HeadScores:
 
 
 def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, batch_size: int | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """Run the whole experiment on a loaded model into `out`; returns the summary (also out/summary.json)."""
+                       progress: bool = True, only: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the whole experiment on a loaded model into `out`; returns the summary (also out/summary.json).
+
+    `only` (names from `plan`, e.g. "cot/top-k50", or "copy" for the copy analysis) runs just those parts and
+    returns None, so several processes with the same config can share one `out`, each with different parts;
+    a last run without `only` finds them done and writes the summary."""
     check_model(model)
     L, H, _ = model_dims(model)
     scores = _validate(config, L, H)
+    names = [sub for _, _, sub, _, _ in plan(config)] + ["copy"]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise RHeadsError(f"--only {','.join(unknown)}: not a part of this experiment; the parts are {','.join(names)}")
     for mode in MODES:  # data problems surface before the first run starts
         prepare(tokenizer, config.eval_config(mode).resolved())
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
 
     runs: dict[str, dict] = {}
-    todo = plan(config)
+    todo = [r for r in plan(config) if only is None or r[2] in only]
     for i, (mode, k, sub, mask, seed) in enumerate(todo, 1):
         if progress:
             print(f"[{i}/{len(todo)}] {sub}", flush=True)
         runs[sub] = run_eval(model, tokenizer, config.eval_config(mode, mask, seed), out / sub, batch_size=batch_size,
                              progress=progress)
 
+    if only is not None:
+        if "copy" in only and config.copy_items > 0:
+            copy_share(model, tokenizer, config, scores, out, progress=progress)
+        return None
     summary = summarize(config, runs, len(scores.above(config.threshold)), L * H)
     if config.copy_items > 0:
         share = copy_share(model, tokenizer, config, scores, out, progress=progress)
