@@ -268,6 +268,8 @@ def test_cot_experiment_split_across_processes(model, tok, tmp_path):
     parts = [sub for _, _, sub, _, _ in plan(cfg)]
     with pytest.raises(RHeadsError, match="not a part of this experiment"):
         run_cot_experiment(model, tok, cfg, tmp_path / "split", only=["cot/top-k3"], progress=False)
+    with pytest.raises(RHeadsError, match="names no part"):
+        run_cot_experiment(model, tok, cfg, tmp_path / "split", only=[], progress=False)
     split = tmp_path / "split"
     assert run_cot_experiment(model, tok, cfg, split, only=parts[::2], progress=False) is None
     assert run_cot_experiment(model, tok, cfg, split, only=parts[1::2] + ["copy"], progress=False) is None

@@ -149,6 +149,8 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     scores = _validate(config, L, H)
     names = [sub for _, _, sub, _, _ in plan(config)] + ["copy"]
     unknown = sorted(set(only or []) - set(names))
+    if only is not None and not only:
+        raise RHeadsError(f"--only names no part; the parts are {','.join(names)}")
     if unknown:
         raise RHeadsError(f"--only {','.join(unknown)}: not a part of this experiment; the parts are {','.join(names)}")
     for mode in MODES:  # data problems surface before the first run starts
