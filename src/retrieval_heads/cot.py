@@ -147,7 +147,8 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     check_model(model)
     L, H, _ = model_dims(model)
     scores = _validate(config, L, H)
-    names = [sub for _, _, sub, _, _ in plan(config)] + ["copy"]
+    parts = plan(config)
+    names = [sub for _, _, sub, _, _ in parts] + ["copy"]
     unknown = sorted(set(only or []) - set(names))
     if only is not None and not only:
         raise RHeadsError(f"--only names no part; the parts are {','.join(names)}")
@@ -158,7 +159,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()})
 
     runs: dict[str, dict] = {}
-    todo = [r for r in plan(config) if only is None or r[2] in only]
+    todo = [r for r in parts if only is None or r[2] in only]
     for i, (mode, k, sub, mask, seed) in enumerate(todo, 1):
         if progress:
             print(f"[{i}/{len(todo)}] {sub}", flush=True)
