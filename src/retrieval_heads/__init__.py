@@ -1,25 +1,38 @@
 """retrieval-heads: find, test and use the attention heads that retrieve from long context.
 
+The package follows the pipeline, one folder a stage (imports flow downward only):
+
+    models/       load a model by name, hub id, directory or GGUF; its shape and end tokens
+    probes/       haystacks, needles, templates, NIAH prompts in the model's tokens, the sample grid
+    runtime/      the registered `rheads` attention: capture recorders, ablation modes, decoding
+    scoring/      the paper's copy score, ROUGE, the answer judge
+    heads/        head scores (the paper's file format) and mask specs
+    experiments/  detect, niah, ablate, evaluate (tasks/), cot, intrinsic
+    analysis/     the paper's properties, comparisons, bootstrap intervals
+    viz/          every figure, and the HTML/Markdown report
+    io/           JSONL and JSON files that survive a kill, run directories that resume
+    cli/          the `rheads` command
+
 Library entry points: `load_model`, `detect`, `HeadScores`, and the configs. Heavy modules load lazily so
 that `rheads --help` stays fast.
 """
 
-__version__ = "0.1.0"
+from .config import DetectConfig, ModelConfig, ProbeConfig
+from .errors import RHeadsError
+from .heads.scores import HeadScores
+from .version import __version__
 
-from .config import DetectConfig, ModelConfig, ProbeConfig  # noqa: E402
-from .errors import RHeadsError  # noqa: E402
-from .results import HeadScores  # noqa: E402
-
-__all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsError", "detect", "load_model"]
+__all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsError", "__version__", "detect",
+           "load_model"]
 
 
 def __getattr__(name):
     if name == "detect":
-        from .detect import detect
+        from .experiments.detect import detect
 
         return detect
     if name == "load_model":
-        from .models import load_model
+        from .models.loading import load_model
 
         return load_model
     raise AttributeError(name)

@@ -1,0 +1,55 @@
+"""Bootstrap 95% intervals for means: of one run's samples, and of a control pooled over random seeds.
+
+- `bootstrap_ci(values)`: percentile interval of the mean, resampling the values with replacement;
+- `bootstrap_ci_seeds(groups)`: two-level: resample the seeds (groups), then the samples within each drawn
+  group, so the interval covers both which heads were drawn and which samples were probed;
+- `paired_diff_ci(a, b)`: interval of mean(a - b) over paired samples (the same cells or items).
+Each uses `n_boot` resamples from a fixed seed, so the same numbers give the same interval.
+
+Left out on purpose: significance tests and multiple-comparison corrections; an interval is reported, the
+reader judges.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+N_BOOT = 2000
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> list[float] | None:
+    """[low, high] of the mean; None for no values."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)  # [n_boot]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [_round(lo), _round(hi)]
+
+
+def bootstrap_ci_seeds(groups: Sequence[Sequence[float]], n_boot: int = N_BOOT, seed: int = 0) -> list[float] | None:
+    """[low, high] of the pooled mean over groups (one per random seed), resampling groups then samples."""
+    gs = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not gs:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = [gs[i] for i in rng.integers(0, len(gs), size=len(gs))]
+        means[b] = np.mean([g[rng.integers(0, g.size, size=g.size)].mean() for g in picked])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [_round(lo), _round(hi)]
+
+
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> list[float] | None:
+    """[low, high] of mean(a - b) over paired samples."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), n_boot, seed)

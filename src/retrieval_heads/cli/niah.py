@@ -1,0 +1,86 @@
+"""The `rheads niah` and `rheads ablate` subcommands.
+
+`--seed` (from the shared probe flags) is the seed of the `random:K` draw here (`ablate` uses seeds
+`--seed .. --seed + --random-seeds - 1`); the needle order has its own `--needle-seed`, so runs with
+different masks see the same needles in the same cells.
+
+Left out on purpose: anything the library does not do; the handlers load the model once and print tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..runtime.ablation import ABLATION_MODES
+from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, sweep_kwargs
+
+_DEFAULT_KS = "0,5,10,20,50,100"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    add_probe_args(p, needles="eval", lengths="1000:4000:4", depths="0:100:5", per_cell=1)
+    for action in p._actions:  # the shared --seed means the mask seed here (see the module docstring)
+        if "--seed" in action.option_strings:
+            action.help = "seed of the random:K mask draw (default: %(default)s)"
+    p.add_argument("--needle-seed", type=int, default=42, help="seed of the needle order (default: %(default)s)")
+    p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
+    p.add_argument("--ablation", default="zero", choices=sorted(ABLATION_MODES),
+                   help="; ".join(f"{m.name}: {m.doc}" for m in ABLATION_MODES.values()))
+    p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--mean-ref-prompts", type=int, default=4, help="ablation mean: haystack windows for the means")
+    p.add_argument("--mean-ref-length", type=int, default=1000, help="ablation mean: tokens per window")
+
+
+def _probe(a):
+    return probe_config(a, seed=a.needle_seed)
+
+
+def cmd_niah(a) -> None:
+    from ..experiments.niah import NiahConfig, format_summary, run_niah
+
+    mc, model, tokenizer = load(a)
+    config = NiahConfig(model=mc, probe=_probe(a), mask=a.mask, scores=a.scores, ablation=a.ablation,
+                        threshold=a.threshold, mask_seed=a.seed, max_new_tokens=a.max_new_tokens,
+                        mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length)
+    summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite)
+    print(format_summary(summary))
+    print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
+
+
+def cmd_ablate(a) -> None:
+    from ..experiments.ablate import AblateConfig, format_table, run_ablate
+
+    sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.seed)
+    mc, model, tokenizer = load(a)
+    config = AblateConfig(model=mc, probe=_probe(a), max_new_tokens=a.max_new_tokens,
+                          mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **sweep)
+    summary = run_ablate(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite)
+    print(format_table(summary))
+    print(f"\nresults in {a.out}/ (summary.json, curve.png, classes.png, one NIAH run dir per mask)")
+
+
+def add_parsers(sub) -> None:
+    """Add `niah` and `ablate` to an argparse subparsers object (cli.py's `sub`)."""
+    p = sub.add_parser("niah", help="needle-in-a-haystack evaluation, optionally with heads masked",
+                       description="NIAH over a lengths x depths grid. --seed is the seed of a random:K mask.")
+    _add_common(p)
+    p.add_argument("--mask", default="none", help="none, top:K, random:K (outside the retrieval set), "
+                   "random-layer:K (outside it, in the top-K's layers) or heads:16-19,11-15 (layer-head list)")
+    add_out_args(p, "runs/niah")
+    p.set_defaults(func=cmd_niah)
+
+    p = sub.add_parser("ablate", help="NIAH score vs K: top-K retrieval heads masked against K random heads",
+                       description="For each K: NIAH with the top-K heads masked and with K random non-retrieval "
+                       "heads masked (--random-seeds draws, seeds from --seed). K=0 is the unmasked baseline.")
+    _add_common(p)
+    p.add_argument("--k", default=_DEFAULT_KS, help="numbers of heads to mask (default: %(default)s)")
+    p.add_argument("--random-seeds", type=int, default=3, help="random draws per K (default: %(default)s)")
+    p.add_argument("--controls", default="random,random-layer",
+                   help="control masks per K: random (anywhere) and/or random-layer (the top-K's layers)")
+    p.add_argument("--only", default=None, help="run only these parts (e.g. top-k20,random-k20-seed0) to split the "
+                   "work across processes sharing --out; the summary covers what has finished")
+    add_out_args(p, "runs/ablate")
+    p.set_defaults(func=cmd_ablate)

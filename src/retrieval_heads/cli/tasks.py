@@ -1,0 +1,135 @@
+"""The `rheads tasks`, `rheads eval` and `rheads cot-experiment` subcommands.
+
+`--seed` is the seed of generated tasks (vartrack, wordproblems); the random:K mask draw has its own
+`--mask-seed`. `--batch-size` defaults to 8 on CUDA and 4 elsewhere; it does not change greedy results, so it
+is not part of the run's config and may change between a run and its resumption.
+
+Left out on purpose: anything the library does not do; the handlers load the model once and print tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import RHeadsError
+from ..runtime.ablation import ABLATION_MODES
+from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, sweep_kwargs
+
+_DEFAULT_KS = "0,10,20,50"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--shots", type=int, default=None, help="few-shot exemplars (default: the task's, see `rheads tasks`)")
+    p.add_argument("--fewshot-file", default=None,
+                   help="take exemplars from this JSONL (the task's format, e.g. a GSM8K train file) instead of "
+                   "the inline ones")
+    p.add_argument("--steps", type=int, default=3, help="generated tasks: operations per item (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="generated tasks: item seed (default: %(default)s)")
+    add_chat_args(p)
+    p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
+    p.add_argument("--ablation", default="zero", choices=sorted(ABLATION_MODES),
+                   help="; ".join(f"{m.name}: {m.doc}" for m in ABLATION_MODES.values()))
+    p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
+    p.add_argument("--mask-seed", type=int, default=0, help="seed of the (first) random:K mask draw")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts decoded together (default: 8 on CUDA, 4 else)")
+    p.add_argument("--mean-ref-prompts", type=int, default=8,
+                   help="ablation mean: the first N prompts of a run give the reference means")
+    p.add_argument("--stop-at-answer", action="store_true",
+                   help="number tasks: stop a generation once its 'The answer is N' line is complete (the extracted "
+                   "answer cannot change after it)")
+
+
+def cmd_tasks(a) -> None:
+    from ..experiments.tasks.registry import format_tasks_table
+
+    print(format_tasks_table())
+
+
+def cmd_eval(a) -> None:
+    from ..experiments.evaluate import EvalConfig, format_summary, run_eval
+
+    mode = a.mode
+    if a.cot:
+        if mode not in (None, "cot"):
+            raise RHeadsError(f"--cot and --mode {mode} disagree: give one of them")
+        mode = "cot"
+    mc, model, tokenizer = load(a)
+    config = EvalConfig(model=mc, task=a.task, data=a.data, split=a.split, mode=mode, limit=a.limit, shots=a.shots,
+                        fewshot_file=a.fewshot_file, steps=a.steps, seed=a.seed, chat=a.chat, mask=a.mask,
+                        scores=a.scores, ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
+                        max_new_tokens=a.max_new_tokens, mean_ref_prompts=a.mean_ref_prompts,
+                        stop_at_answer=a.stop_at_answer)
+    summary = run_eval(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size, overwrite=a.overwrite)
+    print(format_summary(summary))
+    print(f"\nresults in {a.out}/ (items.jsonl, summary.json)")
+
+
+def cmd_cot_experiment(a) -> None:
+    from ..experiments.cot import CotConfig, format_table, run_cot_experiment
+
+    sweep = sweep_kwargs(a, "rheads cot-experiment", _DEFAULT_KS, mask_seed=a.mask_seed)
+    mc, model, tokenizer = load(a)
+    config = CotConfig(model=mc, task=a.task, data=a.data, limit=a.limit,
+                       shots=a.shots, fewshot_file=a.fewshot_file, steps=a.steps, seed=a.seed,
+                       closedbook_task=a.closedbook_task, closedbook_data=a.closedbook_data,
+                       closedbook_limit=a.closedbook_limit, chat=a.chat, max_new_tokens_cot=a.max_new_tokens_cot,
+                       max_new_tokens_direct=a.max_new_tokens_direct,
+                       max_new_tokens_closedbook=a.max_new_tokens_closedbook, mean_ref_prompts=a.mean_ref_prompts,
+                       copy_items=a.copy_items, modes=parse_list(a.modes), stop_at_answer=a.stop_at_answer, **sweep)
+    summary = run_cot_experiment(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size,
+                                 only=parse_list(a.only), overwrite=a.overwrite)
+    print(format_table(summary))
+    print(f"\nresults in {a.out}/ (summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run)")
+
+
+def add_parsers(sub) -> None:
+    """Add `tasks`, `eval` and `cot-experiment` to an argparse subparsers object (cli.py's `sub`)."""
+    p = sub.add_parser("tasks", help="the task registry: reasoning, closed-book and generated tasks")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("eval", help="accuracy on a task, optionally with heads masked",
+                       description="Evaluate a model on a registered task (see `rheads tasks`) with greedy decoding, "
+                       "optionally with attention heads masked. Rerun the same command to resume.")
+    _add_common(p)
+    p.add_argument("--task", default="gsm8k", help="a registered task (default: %(default)s)")
+    p.add_argument("--data", default=None, help="file tasks: a local JSONL, or a hub id (needs `datasets` and a network)")
+    p.add_argument("--split", default=None, help="hub datasets: the split (default: the task's)")
+    p.add_argument("--limit", type=int, default=None, help="the first N items")
+    p.add_argument("--cot", action="store_true", help="chain-of-thought prompt (same as --mode cot)")
+    p.add_argument("--mode", default=None, choices=["cot", "direct", "closedbook"],
+                   help="prompt mode (default: the task's first mode)")
+    p.add_argument("--mask", default="none", help="none, top:K, random:K (outside the retrieval set) or "
+                   "heads:16-19,11-15 (layer-head list)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's for the mode")
+    add_out_args(p, "runs/eval")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("cot-experiment", help="CoT, direct and closed-book accuracy vs K masked heads, and the CoT "
+                       "copy analysis", description="For each of cot, direct (the reasoning --task) and closedbook "
+                       "(--closedbook-task): accuracy unmasked, with the top-K retrieval heads masked, and with K random "
+                       "non-retrieval heads masked (--random-seeds draws). Then one unmasked CoT pass with top-1 capture: "
+                       "which heads copy the repeated tokens.")
+    _add_common(p)
+    p.add_argument("--k", default=_DEFAULT_KS, help="numbers of heads to mask (default: %(default)s)")
+    p.add_argument("--random-seeds", type=int, default=3, help="random draws per K (default: %(default)s)")
+    p.add_argument("--task", default="gsm8k", help="reasoning task run in cot and direct modes (default: %(default)s)")
+    p.add_argument("--data", default=None, help="its data: a local JSONL or a hub id (default: the task's source)")
+    p.add_argument("--limit", type=int, default=200, help="its first N items (default: %(default)s)")
+    p.add_argument("--closedbook-task", default="closedbook-facts", help="closed-book task (default: %(default)s)")
+    p.add_argument("--closedbook-data", default=None, help="its data (default: the built-in questions)")
+    p.add_argument("--closedbook-limit", type=int, default=None, help="its first N items (default: all)")
+    p.add_argument("--max-new-tokens-cot", type=int, default=None, help="default: the task's (256)")
+    p.add_argument("--max-new-tokens-direct", type=int, default=None, help="default: the task's (16)")
+    p.add_argument("--max-new-tokens-closedbook", type=int, default=None, help="default: the task's (16)")
+    p.add_argument("--copy-items", type=int, default=20,
+                   help="items of the unmasked CoT capture pass for the copy analysis (0: skip; default: %(default)s)")
+    p.add_argument("--controls", default="random",
+                   help="control masks per K: random (anywhere) and/or random-layer (the top-K's layers)")
+    p.add_argument("--modes", default="cot,direct,closedbook", help="which of cot, direct, closedbook to run")
+    add_out_args(p, "runs/cot-exp")
+    p.add_argument("--only", default=None, help="run only these parts, e.g. cot/top-k50,cot/random-k50-seed0,copy, "
+                   "to split the runs across processes sharing --out (give each process different parts); the "
+                   "summary covers what has finished")
+    p.set_defaults(func=cmd_cot_experiment)

@@ -1,0 +1,116 @@
+"""Run directories: create one, or resume one only when it was made by the same run.
+
+A run directory holds `config.json` (the run's metadata: format version, toolkit, the typed config and
+whatever keys the caller adds) and usually one JSONL file of records (a header line, then one record per
+sample or item). `claim_run_dir` refuses, in one line naming `--overwrite`, a directory whose metadata
+differs in any of the caller's `keys`:
+- `config`: the resolved typed config. A key the stored config lacks is accepted when the new config holds
+  that key's default value (`defaults`): options added in later versions default to the old behaviour;
+- `model_key`: which model made it (name or path, dtype, family and shape), so a second model never reuses
+  the first one's samples and a CPU float32 run is not resumed in bfloat16. Directories written before
+  this key existed are checked on their stored model shape and dtype instead;
+- anything else (`data_sha`, `items_sha`, `masked_heads`): must be equal when both sides have it.
+A directory written by a newer format version is refused. `overwrite=True` deletes the directory first.
+
+Left out on purpose: locking; processes that share a sweep directory each own different subdirectories.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import RHeadsError
+from ..version import FORMAT_VERSION
+from .jsonl import JsonlWriter, atomic_write_json, read_jsonl
+
+_LEGACY_MODEL_KEYS = ("family", "num_layers", "num_heads", "num_kv_heads", "dtype")
+
+
+def config_diff(old: Any, new: Any, default: Any = None, path: str = "") -> list[str]:
+    """Key paths where `new` differs from `old`; keys missing from `old` count only when `new` is not at
+    its default there."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        default = default if isinstance(default, dict) else {}
+        for k, v in new.items():
+            p = f"{path}.{k}" if path else k
+            if k in old:
+                out += config_diff(old[k], v, default.get(k), p)
+            elif k not in default or default[k] != v:
+                out.append(p)
+        out += [f"{path}.{k}" if path else k for k in old if k not in new]
+        return out
+    return [] if old == new else [path or "value"]
+
+
+def _legacy_model_key(meta: dict) -> dict | None:
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        return None
+    return {k: model.get(k) for k in _LEGACY_MODEL_KEYS}
+
+
+def _mismatch(old: dict, new: dict, key: str, defaults: dict) -> str | None:
+    """A short description of how `old` and `new` differ in `key`, or None when they agree."""
+    if key == "model_key" and "model_key" not in old:
+        legacy = _legacy_model_key(old)
+        if legacy is None or new.get("model_key") is None:
+            return None
+        mine = {k: new["model_key"].get(k) for k in _LEGACY_MODEL_KEYS}
+        diff = [k for k in _LEGACY_MODEL_KEYS if legacy[k] != mine[k]]
+        return None if not diff else "model (" + ", ".join(f"{k} {legacy[k]} vs {mine[k]}" for k in diff) + ")"
+    if key not in old:
+        return None  # written before this key existed
+    if key == "config":
+        diff = config_diff(old.get(key), new.get(key), defaults.get(key))
+        return None if not diff else f"config ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})"
+    if key == "model_key":
+        a, b = old[key] or {}, new.get(key) or {}
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return None if not diff else "model (" + ", ".join(f"{k} {a.get(k)} vs {b.get(k)}" for k in diff) + ")"
+    if old[key] != new.get(key):
+        return key.replace("_sha", "").replace("_", " ")
+    return None
+
+
+def claim_run_dir(out: str | Path, meta: dict, *, keys: tuple[str, ...] = ("config",),
+                  defaults: dict | None = None, overwrite: bool = False) -> Path:
+    """Create or reuse a run directory (rules in the module docstring); writes `meta` as its config.json."""
+    out = Path(out)
+    path = out / "config.json"
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise RHeadsError(f"{path} is not valid JSON: pass --overwrite to start over there, or another "
+                              "--out") from None
+        version = old.get("version", FORMAT_VERSION)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise RHeadsError(f"{out} was written by a newer retrieval-heads (format {version}, this one reads "
+                              f"{FORMAT_VERSION}): upgrade, or pass --overwrite to start over there")
+        for key in keys:
+            what = _mismatch(old, meta, key, defaults or {})
+            if what:
+                raise RHeadsError(f"{out} holds a run with a different {what}: pass --overwrite to start over "
+                                  "there, or another --out")
+    atomic_write_json(path, meta)
+    return out
+
+
+def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str, kind: str,
+             defaults: dict | None = None, overwrite: bool = False) -> tuple[dict[str, dict], JsonlWriter]:
+    """Create or resume a run directory: returns the records of type `kind` already in `jsonl` (by id) and a
+    writer appending to it (a new file starts with a header holding the version and `keys`)."""
+    out = claim_run_dir(out, meta, keys=keys, defaults=defaults, overwrite=overwrite)
+    records = read_jsonl(out / jsonl)
+    writer = JsonlWriter(out / jsonl)
+    if not records:
+        writer.write({"type": "header", "version": meta.get("version", FORMAT_VERSION),
+                      **{k: meta.get(k) for k in keys}})
+    return {r["id"]: r for r in records if r.get("type") == kind}, writer

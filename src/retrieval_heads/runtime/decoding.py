@@ -1,0 +1,118 @@
+"""Greedy decoding under an attention controller: one prompt, or a left-padded batch, with optional text stops.
+
+`generate_batch` returns, per prompt, its new tokens cut at the first EOS or text stop, and why it ended
+(`eos`, `stop` or `length`: the token limit). A text stop is a predicate on the row's decoded new text,
+checked after every step (`TextStop`), so rows stop one by one.
+
+Left out on purpose: sampling (scores and NIAH cells are defined on greedy output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .controller import AttentionController
+
+
+@dataclass
+class Generation:
+    tokens: list[int]  # new tokens, up to and including the EOS or the token that completed the stop
+    reason: str  # "eos", "stop" or "length"
+
+
+class TextStop:
+    """A `StoppingCriteria`: a row is done once `should_stop(decoded new text)` holds; records the step."""
+
+    def __init__(self, tokenizer, width: int, should_stop: Callable[[str], bool]):
+        self.tokenizer, self.width, self.should_stop = tokenizer, width, should_stop
+        self.stopped_at: dict[int, int] = {}  # row -> number of new tokens when it stopped
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # [B]
+        n = input_ids.shape[1] - self.width
+        for b in range(input_ids.shape[0]):
+            if b in self.stopped_at:
+                done[b] = True
+            elif self.should_stop(self.tokenizer.decode(input_ids[b, self.width:], skip_special_tokens=True)):
+                self.stopped_at[b] = n
+                done[b] = True
+        return done
+
+
+def text_stop(stops: list[str]) -> Callable[[str], bool] | None:
+    """A stop predicate: any of `stops` occurs after the first non-space character (a leading newline does not
+    stop an answer before it starts); None for no stops."""
+    stops = [x for x in stops if x]
+    if not stops:
+        return None
+    return lambda text: any(x in text.lstrip() for x in stops)
+
+
+def default_stop(template) -> list[str]:
+    """The paper's stop for plain prompts, a newline; chat turns end with their own end-of-turn token."""
+    return [] if template.chat else ["\n"]
+
+
+def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int], ctl: AttentionController,
+                   pad: int, *, tokenizer=None, stop: Callable[[str], bool] | None = None) -> list[Generation]:
+    """Greedy-decode prompts together (left-padded, masked) with `ctl` active; see the module docstring."""
+    B, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((B, width), pad, dtype=torch.long)  # [B, W] left-padded
+    mask = torch.zeros((B, width), dtype=torch.long)  # [B, W] 1 = real token
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    extra = {}
+    text_stop = None
+    if stop is not None:
+        from transformers import StoppingCriteriaList
+
+        text_stop = TextStop(tokenizer, width, stop)
+        extra["stopping_criteria"] = StoppingCriteriaList([text_stop])
+    with ctl.activate(), torch.no_grad():
+        seq = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+                             do_sample=False, temperature=None, top_p=None, top_k=None, eos_token_id=eos or None,
+                             pad_token_id=pad, **extra)
+    gen = seq[:, width:].cpu().tolist()  # [B, T]
+    ends = set(eos)
+    out = []
+    for b, row in enumerate(gen):
+        cut_eos = next((t + 1 for t, tok in enumerate(row) if tok in ends), None)
+        cut_stop = text_stop.stopped_at.get(b) if text_stop else None
+        if cut_eos is not None and (cut_stop is None or cut_eos <= cut_stop):
+            out.append(Generation(row[:cut_eos], "eos"))
+        elif cut_stop is not None:
+            out.append(Generation(row[:cut_stop], "stop"))
+        else:
+            out.append(Generation(row[:max_new_tokens], "length"))
+    return out
+
+
+def greedy(model, input_ids: list[int], max_new_tokens: int, eos: list[int] | None,
+           ctl: AttentionController) -> torch.Tensor:
+    """Greedy-decode one prompt with `ctl` active (prefill and every step). Returns generated ids [T]."""
+    ids = torch.tensor([input_ids], device=model.device)  # [1, N]
+    with ctl.activate(), torch.no_grad():
+        seq = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, temperature=None, top_p=None, top_k=None,
+                             eos_token_id=eos, pad_token_id=(eos or [0])[0])
+    return seq[0, ids.shape[1]:].cpu()  # [T]
+
+
+def greedy_with_capture(model, input_ids: list[int], max_new_tokens: int, eos: list[int] | None = None):
+    """Greedy-decode one prompt with top-1 capture. Returns (generated ids [T], top-1 positions [T, L, H])."""
+    ctl = AttentionController(capture=True)
+    gen = greedy(model, input_ids, max_new_tokens, eos, ctl)  # [T]
+    return gen, ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
+
+
+def pad_id(tokenizer, eos: list[int]) -> int:
+    pid = getattr(tokenizer, "pad_token_id", None)
+    return int(pid) if pid is not None else (eos[0] if eos else 0)
+
+
+def default_batch_size(model) -> int:
+    return 8 if next(model.parameters()).device.type == "cuda" else 4

@@ -1,0 +1,4 @@
+"""Figures, and the offline HTML/Markdown report (`report/`).
+
+Left out on purpose: interactive plots and JavaScript.
+"""
