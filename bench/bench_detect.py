@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from retrieval_heads.attention import ATTN_NAME, AttentionController
-from retrieval_heads.haystack import get_haystack
-from retrieval_heads.models import load_model
-from retrieval_heads.needles import get_needles
-from retrieval_heads.prompts import build_probe
+from retrieval_heads.runtime.attention import ATTN_NAME
+from retrieval_heads.runtime.controller import AttentionController
+from retrieval_heads.probes.haystack import get_haystack
+from retrieval_heads.models.loading import load_model
+from retrieval_heads.probes.needles import get_needles
+from retrieval_heads.probes.build import build_probe
 
 
 def prompt_ids(tokenizer, length: int) -> torch.Tensor:
