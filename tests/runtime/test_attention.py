@@ -34,7 +34,7 @@ def test_capture_is_identity_on_logits_and_generation(family):
     assert torch.equal(ref_out.sequences, our_out.sequences)
     diff = max((a - b).abs().max().item() for a, b in zip(ref_out.logits, our_out.logits))
     assert diff <= 1e-4
-    assert len(ctl.top1) == ours.config.num_hidden_layers
+    assert ctl.top1_positions().shape[1] == ours.config.num_hidden_layers
 
 
 @pytest.mark.parametrize("family", FAMS)

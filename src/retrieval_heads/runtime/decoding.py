@@ -56,9 +56,21 @@ def default_stop(template) -> list[str]:
     return [] if template.chat else ["\n"]
 
 
+def new_cache(model):
+    """A fresh `DynamicCache` for the model (sliding-window layers keep only their window), whatever cache type
+    its generation_config asks for: the capture maps key indices to positions through it."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
 def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int], ctl: AttentionController,
-                   pad: int, *, tokenizer=None, stop: Callable[[str], bool] | None = None) -> list[Generation]:
-    """Greedy-decode prompts together (left-padded, masked) with `ctl` active; see the module docstring."""
+                   pad: int, *, tokenizer=None, stop: Callable[[str], bool] | None = None,
+                   cache=None) -> list[Generation]:
+    """Greedy-decode prompts together (left-padded, masked) with `ctl` active; see the module docstring.
+
+    `cache`: a callable (model, batch size) -> a fresh cache for this call (e.g. a KV policy's); default
+    `new_cache`. Compilation is disabled: the controller's Python side effects must run at every step."""
     B, width = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, width), pad, dtype=torch.long)  # [B, W] left-padded
     mask = torch.zeros((B, width), dtype=torch.long)  # [B, W] 1 = real token
@@ -72,10 +84,12 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
 
         text_stop = TextStop(tokenizer, width, stop)
         extra["stopping_criteria"] = StoppingCriteriaList([text_stop])
-    with ctl.activate(), torch.no_grad():
-        seq = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+    device = model.get_input_embeddings().weight.device
+    with ctl.activate(model), torch.no_grad():
+        seq = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              do_sample=False, temperature=None, top_p=None, top_k=None, eos_token_id=eos or None,
-                             pad_token_id=pad, **extra)
+                             pad_token_id=pad, cache=cache(model, B) if cache else new_cache(model),
+                             disable_compile=True, **extra)
     gen = seq[:, width:].cpu().tolist()  # [B, T]
     ends = set(eos)
     out = []
@@ -92,21 +106,17 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
 
 
 def greedy(model, input_ids: list[int], max_new_tokens: int, eos: list[int] | None,
-           ctl: AttentionController) -> torch.Tensor:
+           ctl: AttentionController, cache=None) -> torch.Tensor:
     """Greedy-decode one prompt with `ctl` active (prefill and every step). Returns generated ids [T]."""
-    ids = torch.tensor([input_ids], device=model.device)  # [1, N]
-    with ctl.activate(), torch.no_grad():
-        seq = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, temperature=None, top_p=None, top_k=None,
-                             eos_token_id=eos, pad_token_id=(eos or [0])[0])
-    return seq[0, ids.shape[1]:].cpu()  # [T]
+    g = generate_batch(model, [input_ids], max_new_tokens, list(eos or []), ctl, (eos or [0])[0], cache=cache)[0]
+    return torch.tensor(g.tokens, dtype=torch.long)  # [T]
 
 
 def greedy_with_capture(model, input_ids: list[int], max_new_tokens: int, eos: list[int] | None = None):
     """Greedy-decode one prompt with top-1 capture. Returns (generated ids [T], top-1 positions [T, L, H])."""
     ctl = AttentionController(capture=True)
     gen = greedy(model, input_ids, max_new_tokens, eos, ctl)  # [T]
-    return gen, ctl.top1_positions()[:, :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
+    return gen, ctl.top1_positions()[:len(gen), :, 0, :]  # [T, L, B=1, H] -> [T, L, H]
 
 
 def pad_id(tokenizer, eos: list[int]) -> int:
