@@ -30,6 +30,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{m.name}: {m.doc}" for m in ABLATION_MODES.values()))
     p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--stop", default=None, help="comma list of stop strings ('' for none; default: a newline after "
+                   "the answer for plain templates, none with a chat template)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (left-padded)")
     p.add_argument("--mean-ref-prompts", type=int, default=4, help="ablation mean: haystack windows for the means")
     p.add_argument("--mean-ref-length", type=int, default=1000, help="ablation mean: tokens per window")
 
@@ -43,9 +46,9 @@ def cmd_niah(a) -> None:
 
     mc, model, tokenizer = load(a)
     config = NiahConfig(model=mc, probe=_probe(a), mask=a.mask, scores=a.scores, ablation=a.ablation,
-                        threshold=a.threshold, mask_seed=a.seed, max_new_tokens=a.max_new_tokens,
+                        threshold=a.threshold, mask_seed=a.seed, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                         mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length)
-    summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite)
+    summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_summary(summary))
     print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
 
@@ -55,9 +58,10 @@ def cmd_ablate(a) -> None:
 
     sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.seed)
     mc, model, tokenizer = load(a)
-    config = AblateConfig(model=mc, probe=_probe(a), max_new_tokens=a.max_new_tokens,
+    config = AblateConfig(model=mc, probe=_probe(a), max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                           mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **sweep)
-    summary = run_ablate(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite)
+    summary = run_ablate(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
+                         batch_size=a.batch_size)
     print(format_table(summary))
     print(f"\nresults in {a.out}/ (summary.json, curve.png, classes.png, one NIAH run dir per mask)")
 

@@ -43,18 +43,19 @@ class AblateConfig(SweepConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=niah_probe)
     max_new_tokens: int = 32
+    stop: list[str] | None = None  # see NiahConfig
     mean_ref_prompts: int = 4  # mode mean: see NiahConfig
     mean_ref_length: int = 1000
 
     def niah(self, mask: str, seed: int = 0) -> NiahConfig:
         """The NIAH config of one run of the experiment."""
         return NiahConfig(model=self.model, probe=self.probe, mask=mask, scores=self.scores, ablation=self.ablation,
-                          threshold=self.threshold, mask_seed=seed, max_new_tokens=self.max_new_tokens,
+                          threshold=self.threshold, mask_seed=seed, max_new_tokens=self.max_new_tokens, stop=self.stop,
                           mean_ref_prompts=self.mean_ref_prompts, mean_ref_length=self.mean_ref_length)
 
 
 def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress: bool = True,
-               only: list[str] | None = None, overwrite: bool = False) -> dict[str, Any]:
+               only: list[str] | None = None, overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
     """Run the experiment (or the `only` parts of it) on a loaded model into `out`; returns the summary of
     what has finished (also out/summary.json)."""
     check_model(model)
@@ -74,7 +75,8 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     for i, r in enumerate(todo, 1):
         if progress:
             print(f"[{i}/{len(todo)}] {r.name}", flush=True)
-        run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name, progress=progress, means=means)
+        run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name, progress=progress, means=means,
+                 batch_size=batch_size)
 
     summary = summarize(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
     atomic_write_json(out / "summary.json", summary)

@@ -15,7 +15,9 @@ per-length/depth means), heatmap.png (depth x length, 0-100, red to green) and c
 For mode `mean` the reference means come from `collect_means` on a few plain haystack windows (no
 template, no needle, not the eval prompts); how is recorded under `mean_reference`.
 
-Left out on purpose: batching (prompts differ in length; the prefill dominates), sampling (greedy only),
+Samples are decoded `batch_size` at a time, left-padded (grid order keeps equal lengths together).
+
+Left out on purpose: sampling (greedy only),
 LLM-judged scoring, and checking whether a hallucination is copied from the haystack.
 """
 
@@ -31,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import Config, ModelConfig, ProbeConfig
+from ..errors import RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
@@ -42,7 +45,7 @@ from ..probes.needles import Needle, get_needles
 from ..probes.templates import resolve_template
 from ..runtime.attention import check_model
 from ..runtime.controller import AttentionController
-from ..runtime.decoding import greedy
+from ..runtime.decoding import default_stop, generate_batch, pad_id, text_stop
 from ..scoring.judge import RESPONSE_CLASSES, judge
 from ..version import FORMAT_VERSION, __version__
 from ..viz.niah import class_mix_plot, niah_heatmap
@@ -64,18 +67,21 @@ class NiahConfig(Config):
     threshold: float = 0.1  # heads scoring above it form the retrieval set (excluded from random:K)
     mask_seed: int = 0  # seed of the random:K draw
     max_new_tokens: int = 32
+    stop: list[str] | None = None  # stop strings; None: a newline after the answer for plain templates, none in chat
     mean_ref_prompts: int = 4  # mode mean: haystack windows the reference means are taken over
     mean_ref_length: int = 1000  # tokens per window (capped by the model's context)
 
 
 
 def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None, progress: bool = True,
-             means: MeanReference | None = None, overwrite: bool = False) -> dict[str, Any]:
+             means: MeanReference | None = None, overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
     """Run the NIAH grid of `config` on a loaded model; returns the summary (also written to out/summary.json).
 
     `means` (mode mean only) reuses reference means computed once, e.g. by `ablate.run_ablate`.
     """
     check_model(model)
+    if batch_size < 1:
+        raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
     p = config.probe
     L, H, max_ctx = model_dims(model)
     check_grid(p, config.max_new_tokens, max_ctx)
@@ -105,23 +111,28 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
                                 jsonl="samples.jsonl",
                                 kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
 
-    results: list[dict] = []
     try:
         if config.ablation == "mean" and heads and any(s.id not in done for s in samples):
             ctl.means = means.means if means is not None else \
                 mean_reference(model, windows, mean_info).means  # layer -> [H, D]
-        bar = tqdm(samples, desc=f"niah {config.mask}", unit="sample", disable=not progress)
-        for s in bar:
-            rec = done.get(s.id)
-            if rec is not None:  # judged again: the judge may have changed since the sample was decoded
-                rec = {**rec, **judge(rec["response"], rec["answer"])}
-            else:
-                rec = run_sample(model, tokenizer, haystack, needles[s.needle_index], s, config, template, eos, ctl,
-                                 max_ctx)
+        for s in samples:
+            if s.id in done:  # judged again: the judge may have changed since the sample was decoded
+                done[s.id] = {**done[s.id], **judge(done[s.id]["response"], done[s.id]["answer"])}
+        todo = [s for s in samples if s.id not in done]
+        stop = text_stop(config.stop if config.stop is not None else default_stop(template))
+        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"niah {config.mask}", unit="sample",
+                   disable=not progress)
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i:i + batch_size]
+            for rec in run_batch(model, tokenizer, haystack, needles, batch, config, template, eos, ctl, stop,
+                                 max_ctx):
+                done[rec["id"]] = rec
                 if writer:
                     writer.write(rec)
-            results.append(rec)
-            bar.set_postfix(mean=f"{np.mean([r['score'] for r in results]):.1f}")
+            bar.update(len(batch))
+            bar.set_postfix(mean=f"{np.mean([r['score'] for r in done.values()]):.1f}")
+        bar.close()
+        results = [done[s.id] for s in samples]
     finally:
         if writer:
             writer.close()
@@ -135,18 +146,24 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     return summary
 
 
-def run_sample(model, tokenizer, haystack: str, needle: Needle, s: Sample, config: NiahConfig, template,
-               eos: list[int], ctl: AttentionController, max_ctx: int) -> dict[str, Any]:
-    probe = build_probe(tokenizer, haystack, needle, s.length, s.depth, template=template, chat=config.probe.chat,
-                        max_context=max_ctx or None)
+def run_batch(model, tokenizer, haystack: str, needles: list[Needle], samples: list[Sample], config: NiahConfig,
+              template, eos: list[int], ctl: AttentionController, stop, max_ctx: int) -> list[dict[str, Any]]:
+    """Decode the samples' probes together (left-padded); one judged record per sample."""
+    probes = [build_probe(tokenizer, haystack, needles[s.needle_index], s.length, s.depth, template=template,
+                          chat=config.probe.chat, max_context=max_ctx or None) for s in samples]
     t0 = time.perf_counter()
-    gen = greedy(model, probe.input_ids, config.max_new_tokens, eos, ctl)
-    seconds = time.perf_counter() - t0
-    response = tokenizer.decode(gen, skip_special_tokens=True).strip()
-    return {"type": "sample", "id": s.id, "length": s.length, "depth": s.depth, "needle_index": s.needle_index,
-            "actual_depth": probe.actual_depth, "prompt_length": probe.length, "question": needle.question,
-            "answer": needle.real_needle, "response": response, "new_tokens": int(gen.numel()),
-            **judge(response, needle.real_needle), "seconds": round(seconds, 3)}
+    gens = generate_batch(model, [p.input_ids for p in probes], config.max_new_tokens, eos, ctl,
+                          pad_id(tokenizer, eos), tokenizer=tokenizer, stop=stop)
+    seconds = (time.perf_counter() - t0) / len(samples)
+    out = []
+    for s, probe, g in zip(samples, probes, gens):
+        needle = needles[s.needle_index]
+        response = tokenizer.decode(g.tokens, skip_special_tokens=True).strip()
+        out.append({"type": "sample", "id": s.id, "length": s.length, "depth": s.depth, "needle_index": s.needle_index,
+                    "actual_depth": probe.actual_depth, "prompt_length": probe.length, "question": needle.question,
+                    "answer": needle.real_needle, "response": response, "new_tokens": len(g.tokens),
+                    "ended": g.reason, **judge(response, needle.real_needle), "seconds": round(seconds, 3)})
+    return out
 
 
 def summarize(records: list[dict], config: NiahConfig, heads: list[tuple[int, int]], mean_info: dict | None,
