@@ -270,7 +270,7 @@ def test_jsonl_loading(tmp_path: Path) -> None:
         ([GOOD, "{not json"], "line 2 is not valid JSON"),
         ([GOOD, GOOD, "[1, 2]"], "line 3 is not a JSON object"),
         ([{"needle": "x", "question": "y"}], "line 1 lacks key"),
-        ([GOOD, {**GOOD, "real_needle": "red door"}], "line 2: real_needle 'red door' is not a substring"),
+        ([GOOD, {**GOOD, "real_needle": "red door"}], "line 2: real_needle 'red door' does not occur in the needle"),
         ([{**GOOD, "question": ""}], "line 1: 'question' must be a non-empty string"),
         ([""], "has no needles"),
     ],
@@ -357,3 +357,39 @@ def test_smollm2_builtin_needles_survive() -> None:
                     probe = build_probe(tok, hay, needle, length, depth, template, chat)
                     _check_probe(tok, probe, length)
                     assert (probe.input_ids[0] == tok.convert_tokens_to_ids("<|im_start|>")) == bool(chat)
+
+
+# The first and third lines of the paper's own haystack_for_detect/needles.jsonl (nightdessert/Retrieval_Head):
+# the third answer differs from its needle in case ("Because" / "because").
+PAPER_NEEDLES = [
+    {"needle": "The best thing to do in Beijing is to take a walk in Chaoyang Park and have a cup of Espresso in "
+     "the evening.", "question": "What is the best thing to do in Beijing ?",
+     "real_needle": "take a walk in Chaoyang Park and have a cup of Espresso in the evening"},
+    {"question": "Why does everyone dislikes Mr Green ?", "needle": "Mr Green is disliked by everyone because he is a "
+     "mean person and also he can't ride a horse or dive a car.",
+     "real_needle": "Because he is a mean person and also he can't ride a horse or dive a car."},
+]
+
+
+def test_paper_needle_file_loads_with_one_warning_line(tmp_path):
+    import warnings
+
+    from retrieval_heads.probes.needles import locate_answer
+
+    f = tmp_path / "needles.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in PAPER_NEEDLES) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        needles = load_needles_jsonl(f)
+    msgs = [str(w.message) for w in caught]
+    assert len(msgs) == 1 and "line 2" in msgs[0] and "\n" not in msgs[0]
+    assert needles[1].real_needle == PAPER_NEEDLES[1]["real_needle"]  # ROUGE scores against the answer as written
+    a, b, exact = locate_answer(needles[1].needle, needles[1].real_needle)
+    assert not exact and needles[1].needle[a:b] == "because he is a mean person and also he can't ride a horse or dive a car"
+    assert locate_answer("abc", "x y z") is None and locate_answer("a b c", "b")[2]
+
+
+def test_inexact_answer_takes_its_span_from_the_needle(plain_tok):
+    shouty = Needle(NEEDLE.needle, NEEDLE.question, NEEDLE.real_needle.upper() + " !")
+    exact, loose = (build_probe(plain_tok, HAYSTACK, n, 400, 50, "paper") for n in (NEEDLE, shouty))
+    assert loose.answer_span == exact.answer_span and loose.input_ids == exact.input_ids

@@ -93,7 +93,13 @@ class HeadScores:
                 raise RHeadsError(f"{source}: key '{key}' is not 'layer-head' (e.g. '16-19')") from None
             vals = val if isinstance(val, list) else [val]
             # published files hold floats; tolerate [score, ...] items by taking the score
-            per[(l, h)] = [float(v[0] if isinstance(v, list) else v) for v in vals]
+            try:
+                per[(l, h)] = [float(v[0] if isinstance(v, list) else v) for v in vals]
+            except (TypeError, ValueError, IndexError):
+                raise RHeadsError(f"{source}: head '{key}' has a value that is not a number ({str(val)[:40]}): "
+                                  "a head-score file maps 'layer-head' to a list of per-sample scores") from None
+            if l < 0 or h < 0:
+                raise RHeadsError(f"{source}: key '{key}' names a negative layer or head")
         L = 1 + max(l for l, _ in per)
         H = 1 + max(h for _, h in per)
         for l in range(L):

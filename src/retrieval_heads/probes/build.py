@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RHeadsError
-from .needles import Needle
+from .needles import Needle, locate_answer
 from .templates import ResolvedTemplate, render_prompt, resolve_template
 from .tokens import encode, special_prefix, token_offsets, token_span
 
@@ -91,9 +91,11 @@ def build_probe(
     resolved = resolve_template(template, tokenizer, chat)
     haystack = haystack.strip()
     needle_text = needle.needle.strip()
-    answer_in_needle = needle_text.find(needle.real_needle)
-    if answer_in_needle < 0:
-        raise RHeadsError(f"real_needle {needle.real_needle!r} is not a substring of needle {needle_text!r}: fix the needle")
+    found = locate_answer(needle_text, needle.real_needle)
+    if found is None:
+        raise RHeadsError(f"real_needle {needle.real_needle!r} does not occur in needle {needle_text!r}: fix the needle")
+    answer_in_needle, answer_end, _ = found
+    answer_text = needle_text[answer_in_needle:answer_end]  # the needle's own text of the answer
 
     rendered = render_prompt(resolved, tokenizer, _CONTEXT_SENTINEL, needle.question)
     if rendered.count(_CONTEXT_SENTINEL) != 1:
@@ -143,12 +145,12 @@ def build_probe(
     answer_a = needle_a + answer_in_needle
     context_span = token_span(offsets, ctx_a, ctx_a + len(context), shift)
     needle_span = token_span(offsets, needle_a, needle_a + len(needle_text), shift)
-    answer_span = token_span(offsets, answer_a, answer_a + len(needle.real_needle), shift)
+    answer_span = token_span(offsets, answer_a, answer_a + len(answer_text), shift)
 
     decoded = tokenizer.decode(input_ids[answer_span[0] : answer_span[1]])
-    if answer_span[0] >= answer_span[1] or " ".join(needle.real_needle.split()) not in " ".join(decoded.split()):
+    if answer_span[0] >= answer_span[1] or " ".join(answer_text.split()) not in " ".join(decoded.split()):
         raise RHeadsError(
-            f"the answer {needle.real_needle!r} of needle {needle_text!r} does not survive tokenization "
+            f"the answer {answer_text!r} of needle {needle_text!r} does not survive tokenization "
             f"(its tokens decode to {decoded!r}): change the needle to use ordinary words"
         )
 

@@ -1,7 +1,11 @@
 """Needles: invented facts to hide in a haystack, with the question that asks for them.
 
 A `Needle` follows the JSONL format of Wu et al. 2024: `{"needle", "question", "real_needle"}`, where
-`real_needle` is the answer span, a substring of `needle`. `get_needles(spec)` takes a registered set name
+`real_needle` is the answer, a span of `needle`. The paper locates the answer by token overlap, so its own
+file has an answer that differs from its needle in case and punctuation ("Because he is a mean person ..."
+inside "... because he is a mean person ..."); `locate_answer` therefore matches case-, whitespace- and
+punctuation-insensitively when there is no exact match, takes the span from the needle's own text, and
+loading says so in one warning line. `real_needle` stays as written: it is what ROUGE scores against. `get_needles(spec)` takes a registered set name
 (built in: `detect`, for scoring heads, and `eval`, disjoint from it, for NIAH evaluation) or a path to a
 .jsonl file. `register_needle_set(name, loader)` adds names.
 
@@ -12,6 +16,8 @@ check that a needle is really unguessable (that is on whoever writes the set).
 from __future__ import annotations
 
 import json
+import unicodedata
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,6 +33,30 @@ class Needle:
     needle: str  # the sentence inserted into the haystack
     question: str  # asks for the fact; its answer is `real_needle`
     real_needle: str  # the answer span, a substring of `needle`
+
+
+def _normalized(text: str) -> tuple[str, list[int]]:
+    """`text` lowercased without whitespace and punctuation, and each kept character's index in `text`."""
+    chars, where = [], []
+    for i, c in enumerate(text):
+        if c.isspace() or unicodedata.category(c)[0] in "PS":
+            continue
+        chars.append(c.lower())
+        where.append(i)
+    return "".join(chars), where
+
+
+def locate_answer(needle: str, answer: str) -> tuple[int, int, bool] | None:
+    """[start, end) of the answer in the needle's characters and whether it matched exactly; None if absent."""
+    at = needle.find(answer)
+    if at >= 0:
+        return at, at + len(answer), True
+    n, where = _normalized(needle)
+    a, _ = _normalized(answer)
+    at = n.find(a) if a else -1
+    if at < 0:
+        return None
+    return where[at], where[at + len(a) - 1] + 1, False
 
 
 _LOADERS: dict[str, Callable[[], list[Needle]]] = {}
@@ -86,8 +116,13 @@ def parse_needles_jsonl(lines: list[str], source: str) -> list[Needle]:
             if not isinstance(obj[k], str) or not obj[k].strip():
                 raise RHeadsError(f"{where}: {k!r} must be a non-empty string")
         needle, question, real = obj["needle"].strip(), obj["question"].strip(), obj["real_needle"].strip()
-        if real not in needle:
-            raise RHeadsError(f"{where}: real_needle {real!r} is not a substring of needle: copy the answer span from the needle exactly")
+        found = locate_answer(needle, real)
+        if found is None:
+            raise RHeadsError(f"{where}: real_needle {real!r} does not occur in the needle, even ignoring case, spaces "
+                              "and punctuation: copy the answer span from the needle")
+        if not found[2]:
+            warnings.warn(f"{where}: real_needle {real!r} matches the needle only ignoring case, spaces and punctuation; "
+                          f"its span is taken from the needle's own text {needle[found[0]:found[1]]!r}", stacklevel=2)
         needles.append(Needle(needle=needle, question=question, real_needle=real))
     if not needles:
         raise RHeadsError(f"needle file {source!r} has no needles: write one JSON object per line")

@@ -71,9 +71,10 @@ class Recorder:
     def reduce(self, rows: Rows) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def result(self) -> dict[int, torch.Tensor]:
-        """{layer: [B, T, h, ...]} on the CPU, T = rows recorded so far in that layer (calls concatenated)."""
-        return {l: torch.cat([t.to("cpu") for t in ts], dim=1) for l, ts in sorted(self.data.items())}
+    def result(self, device: str | torch.device = "cpu") -> dict[int, torch.Tensor]:
+        """{layer: [B, T, h, ...]} on `device`, T = rows recorded so far in that layer (calls concatenated).
+        Layers may live on different devices (`device_map`): each piece moves before anything is joined."""
+        return {l: torch.cat([t.to(device) for t in ts], dim=1) for l, ts in sorted(self.data.items())}
 
     def step(self, t: int) -> dict[int, torch.Tensor]:
         """{layer: [B, h, ...]} of recorded row `t` only (for reading during generation)."""
@@ -94,9 +95,11 @@ class Top1(Recorder):
     def reduce(self, rows: Rows) -> torch.Tensor:
         return (rows.logits.argmax(-1) + rows.key_offset).transpose(1, 2).to(torch.int32)  # [B, h, R] -> [B, R, h]
 
-    def result(self) -> dict[int, torch.Tensor]:
-        out = super().result()
+    def result(self, device: str | torch.device = "cpu") -> dict[int, torch.Tensor]:
+        out = super().result(device)
         for l, t in out.items():
+            if t.device.type == "meta":
+                continue
             if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.seen[l]):
                 raise RuntimeError(f"layer {l}: a captured top-1 slot lies outside 0..{self.seen[l] - 1}: the cache "
                                    "did not grow as the capture assumes (a pre-filled or unsupported cache)")
