@@ -51,11 +51,16 @@ def test_small_grid_finds_retrieval_heads(first_run):
     assert all(abs(r["prompt_length"] - r["length"]) <= 8 for r in recs[1:])
 
 
-def test_second_run_gives_same_scores(first_run, smollm2, tmp_path):
+def test_second_run_at_batch_4_gives_same_scores(first_run, smollm2, tmp_path):
+    """The same grid decoded four prompts at a time (left-padded): the same copies, responses and scores."""
     model, tok = smollm2
     out, _ = first_run
-    detect(model, _config(), tokenizer=tok, out=tmp_path, progress=False)
+    detect(model, _config(), tokenizer=tok, out=tmp_path, progress=False, batch_size=4)
     assert (tmp_path / "scores.json").read_text() == (out / "scores.json").read_text()
+    keep = ("id", "response", "copies", "counted", "new_tokens")
+    records = [[{k: r[k] for k in keep} for r in map(json.loads, (d / "samples.jsonl").read_text().splitlines()[1:])]
+               for d in (out, tmp_path)]
+    assert records[0] == records[1] and any(r["copies"] for r in records[0])
 
 
 def test_killed_then_resumed_run_gives_same_scores(first_run, tmp_path):

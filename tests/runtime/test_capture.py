@@ -144,3 +144,35 @@ def test_a_compiled_model_is_refused_in_one_line():
         with AttentionController(capture=True).activate(compiled):
             pass
     assert "\n" not in str(e.value)
+
+
+def test_results_can_be_read_while_generating():
+    from retrieval_heads.runtime.decoding import generate_batch
+
+    model = use_rheads(tiny_model("llama"))
+    top = Top1(heads={2: [1]})
+    ctl = AttentionController(recorders=[top])
+    seen = []
+    gens = generate_batch(model, [_ids(20)[0].tolist(), _ids(15, seed=2)[0].tolist()], 5, [], ctl, 0,
+                          on_step=lambda t, toks: seen.append((t, toks.clone(), top.step(t)[2].clone())))
+    assert [t for t, _, _ in seen] == [0, 1, 2, 3, 4]
+    final = top.result()[2]  # [B, T, h]
+    for t, toks, row in seen:
+        assert torch.equal(row, final[:, t]) and toks.tolist() == [g.tokens[t] for g in gens]
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_a_left_padded_batch_captures_what_each_prompt_captures_alone(family):
+    from retrieval_heads.runtime.decoding import generate_batch
+
+    model = use_rheads(tiny_model(family))
+    prompts = [_ids(n, seed=n)[0].tolist() for n in (25, 18, 31)]
+    batch = AttentionController(capture=True)
+    together = generate_batch(model, prompts, 6, [], batch, 0)
+    slots = batch.top1_positions()  # [T, L, B, H] slots of the padded batch
+    width = max(map(len, prompts))
+    for b, p in enumerate(prompts):
+        alone = AttentionController(capture=True)
+        single = generate_batch(model, [p], 6, [], alone, 0)[0]
+        assert together[b].tokens == single.tokens
+        assert torch.equal(slots[:, :, b] - (width - len(p)), alone.top1_positions()[:, :, 0])

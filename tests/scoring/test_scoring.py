@@ -66,3 +66,20 @@ def test_rouge_recall():
     assert rouge1_recall("The answer is smoked cardamom.", "smoked cardamom") == 1.0
     assert rouge1_recall("smoked paprika", "smoked cardamom") == 0.5
     assert rouge1_recall("", "smoked cardamom") == 0.0
+
+
+@pytest.mark.parametrize("text", ["The special magic number is 7,432!", "Mr Green can't ride a horse; he's MEAN_person.",
+                                  "running runs ran runner", "e-mail: x_y@z.com 3.14", "  "])
+def test_rouge_tokens_are_the_papers_on_ascii(text):
+    from nltk.stem import porter
+    from rouge_score import tokenize
+
+    from retrieval_heads.scoring.rouge import Tokenizer
+
+    assert Tokenizer().tokenize(text) == tokenize.tokenize(text, porter.PorterStemmer())
+
+
+def test_rouge_stems_and_counts_non_latin_answers():
+    assert rouge1_recall("Grandma was running a bakery", "she runs bakeries") == 2 / 3  # run, bakeri; not 'she'
+    assert rouge1_recall("пароль: синий кит", "синий кит") == 1.0  # rouge-score alone drops both words
+    assert rouge1_recall("密码是蓝鲸", "蓝鲸") == 1.0 and rouge1_recall("密码是蓝猫", "蓝鲸") == 0.5

@@ -56,6 +56,24 @@ def default_stop(template) -> list[str]:
     return [] if template.chat else ["\n"]
 
 
+class StepStreamer:
+    """A transformers streamer that calls `on_step(t, tokens [B])` once generated token t exists, when every
+    recorder holds row t (`Recorder.step(t)`): results can be read while `generate` runs."""
+
+    def __init__(self, on_step: Callable[[int, torch.Tensor], None]):
+        self.on_step, self.t = on_step, -1
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.t < 0:  # generate first hands over the prompt
+            self.t = 0
+            return
+        self.on_step(self.t, value.reshape(-1).cpu())  # [B]
+        self.t += 1
+
+    def end(self) -> None:
+        pass
+
+
 def new_cache(model):
     """A fresh `DynamicCache` for the model (sliding-window layers keep only their window), whatever cache type
     its generation_config asks for: the capture maps key indices to positions through it."""
@@ -66,11 +84,12 @@ def new_cache(model):
 
 def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int], ctl: AttentionController,
                    pad: int, *, tokenizer=None, stop: Callable[[str], bool] | None = None,
-                   cache=None) -> list[Generation]:
+                   cache=None, on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[Generation]:
     """Greedy-decode prompts together (left-padded, masked) with `ctl` active; see the module docstring.
 
     `cache`: a callable (model, batch size) -> a fresh cache for this call (e.g. a KV policy's); default
-    `new_cache`. Compilation is disabled: the controller's Python side effects must run at every step."""
+    `new_cache`. `on_step(t, tokens [B])`: called after each step (`StepStreamer`). Compilation is disabled: the
+    controller's Python side effects must run at every step."""
     B, width = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, width), pad, dtype=torch.long)  # [B, W] left-padded
     mask = torch.zeros((B, width), dtype=torch.long)  # [B, W] 1 = real token
@@ -84,6 +103,8 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
 
         text_stop = TextStop(tokenizer, width, stop)
         extra["stopping_criteria"] = StoppingCriteriaList([text_stop])
+    if on_step is not None:
+        extra["streamer"] = StepStreamer(on_step)
     device = model.get_input_embeddings().weight.device
     with ctl.activate(model), torch.no_grad():
         seq = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
