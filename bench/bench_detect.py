@@ -1,8 +1,12 @@
-"""Benchmark: the cost of detection against plain generation, and peak memory against eager attention.
+"""Benchmark: the cost of detection against plain generation (float32 and bfloat16), detection throughput at
+several batch sizes, and peak memory against eager attention.
 
 Time: on the same NIAH prompts, in one process, greedy decoding with top-1 capture (`rheads` attention)
-against plain `model.generate` with SDPA, the same number of new tokens (EOS disabled), runs interleaved.
-Reported as the ratio of total times (goal <= 1.15).
+against plain `model.generate` with SDPA, the same number of new tokens (EOS disabled), runs interleaved,
+once per dtype (`--dtypes`; bfloat16 runs on the CPU too). Reported as the ratio of total times (goal <= 1.15).
+
+Throughput: `detect()` itself (probe building, decoding, scoring) on the same `--throughput-samples` NIAH
+samples at `--throughput-length` tokens, at each of `--batch-sizes`: samples per minute, side by side.
 
 Memory: each (mode, length) runs in a fresh subprocess, and its peak is measured above the memory held
 after loading (CPU: the process's peak RSS, reset through /proc/self/clear_refs; CUDA:
@@ -13,11 +17,10 @@ torch.cuda.max_memory_allocated). Modes:
           eager prefill builds a [H, N, N] score matrix per layer
 Goal: detect within 10% of plain, and linear in length.
 
-  python bench/bench_detect.py                         # SmolLM2, CPU, 1K/2K/4K/8K
-  python bench/bench_detect.py --device cuda --dtype bfloat16 --model Qwen/Qwen2.5-7B-Instruct
+  python bench/bench_detect.py                         # SmolLM2, CPU: fp32 and bf16, batch 1/4/8, 1K-8K memory
+  python bench/bench_detect.py --device cuda --model Qwen/Qwen2.5-7B-Instruct --dtypes bfloat16
 
-Left out on purpose: batching, and throughput on many prompts; this measures one prompt at a time, as
-detection runs.
+Left out on purpose: multi-GPU layouts and other models' throughput in one run.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.needles import get_needles
 from retrieval_heads.probes.build import build_probe
+from retrieval_heads.runtime.decoding import new_cache
 
 
 def prompt_ids(tokenizer, length: int) -> torch.Tensor:
@@ -56,8 +60,8 @@ def run_mode(model, mode: str, ids: torch.Tensor, new_tokens: int) -> None:
             model.generate(ids, **kw)
         elif mode == "detect":
             model.set_attn_implementation(ATTN_NAME)
-            with AttentionController(capture=True).activate() as ctl:
-                model.generate(ids, **kw)
+            with AttentionController(capture=True).activate(model) as ctl:
+                model.generate(ids, cache=new_cache(model), disable_compile=True, **kw)
             ctl.top1_positions()
         elif mode == "eager":
             model.set_attn_implementation("eager")
@@ -69,6 +73,67 @@ def run_mode(model, mode: str, ids: torch.Tensor, new_tokens: int) -> None:
                 cache, tok = step.past_key_values, step.logits[:, -1:].argmax(-1)
         else:
             raise ValueError(mode)
+
+
+def _sync(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_modes(model, tok, args) -> dict:
+    """Plain vs detect at each length, interleaved repeats; per-length rows and the total ratio."""
+    print(f"time ({model.dtype}): detection vs plain generate, {args.new_tokens} new tokens, {args.repeats} repeats")
+    run_mode(model, "plain", prompt_ids(tok, 500), 4)  # warm-up
+    run_mode(model, "detect", prompt_ids(tok, 500), 4)
+    totals, rows = {"plain": 0.0, "detect": 0.0}, []
+    for length in _ints(args.time_lengths):
+        ids = prompt_ids(tok, length)
+        t = {"plain": 0.0, "detect": 0.0}
+        for r in range(args.repeats):
+            for mode in (("plain", "detect") if r % 2 == 0 else ("detect", "plain")):
+                _sync(model)
+                t0 = time.perf_counter()
+                run_mode(model, mode, ids, args.new_tokens)
+                _sync(model)
+                t[mode] += time.perf_counter() - t0
+        for m in t:
+            totals[m] += t[m]
+        row = {"length": ids.shape[1], "plain_s": t["plain"] / args.repeats, "detect_s": t["detect"] / args.repeats,
+               "ratio": t["detect"] / t["plain"]}
+        rows.append(row)
+        print(f"  {row['length']:>6} tokens  plain {row['plain_s']:.2f} s  detect {row['detect_s']:.2f} s  "
+              f"ratio {row['ratio']:.3f}")
+    ratio = totals["detect"] / totals["plain"]
+    print(f"  total ratio detect / plain: {ratio:.3f} (goal <= 1.15)")
+    return {"dtype": str(model.dtype), "rows": rows, "ratio_total": ratio}
+
+
+def throughput(model, tok, args) -> list[dict]:
+    """detect() on the same samples at each batch size: samples per minute (and the scores, which must agree)."""
+    from retrieval_heads.config import DetectConfig, ModelConfig, ProbeConfig
+    from retrieval_heads.experiments.detect import detect
+
+    n = args.throughput_samples
+    probe = ProbeConfig(lengths=[args.throughput_length], depths=[100 * i / max(1, n - 1) for i in range(n)],
+                        needles_per_cell=1)
+    cfg = DetectConfig(model=ModelConfig(model=args.model, device=args.device), probe=probe,
+                       max_new_tokens=args.new_tokens)
+    print(f"throughput: detect() on {n} samples of {args.throughput_length} tokens")
+    rows, first = [], None
+    detect(model, DetectConfig(probe=ProbeConfig(lengths=[300], depths=[50], needles_per_cell=1), max_new_tokens=4),
+           tokenizer=tok, progress=False)  # warm-up
+    for bs in _ints(args.batch_sizes):
+        _sync(model)
+        t0 = time.perf_counter()
+        scores = detect(model, cfg, tokenizer=tok, progress=False, batch_size=bs)
+        _sync(model)
+        dt = time.perf_counter() - t0
+        paper = scores.to_paper()
+        first = paper if first is None else first
+        rows.append({"batch_size": bs, "seconds": dt, "samples_per_minute": 60 * n / dt,
+                     "same_scores_as_first": paper == first})
+        print(f"  batch {bs:>2}: {dt:7.1f} s  {60 * n / dt:6.1f} samples/min  same scores: {paper == first}")
+    return rows
 
 
 def _rss_kb(field: str) -> int:
@@ -107,7 +172,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="auto", help="dtype of the memory runs")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of the time runs")
+    ap.add_argument("--batch-sizes", default="1,4,8", help="throughput batch sizes ('' to skip)")
+    ap.add_argument("--throughput-samples", type=int, default=8)
+    ap.add_argument("--throughput-length", type=int, default=1000)
     ap.add_argument("--time-lengths", default="1000,2000,4000")
     ap.add_argument("--mem-lengths", default="1000,2000,4000,8000")
     ap.add_argument("--modes", default="plain,detect,eager")
@@ -122,38 +191,15 @@ def main() -> None:
         return measure_memory(args)
 
     torch.manual_seed(0)
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = {"model": args.model, "device": str(model.device), "dtype": str(model.dtype),
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
-              "time": [], "memory": []}
-    print(f"time: detection vs plain generate, {args.new_tokens} new tokens, {args.repeats} interleaved repeats")
-    run_mode(model, "plain", prompt_ids(tok, 500), 4)  # warm-up
-    run_mode(model, "detect", prompt_ids(tok, 500), 4)
-    totals = {"plain": 0.0, "detect": 0.0}
-    for length in _ints(args.time_lengths):
-        ids = prompt_ids(tok, length)
-        t = {"plain": 0.0, "detect": 0.0}
-        for r in range(args.repeats):
-            for mode in (("plain", "detect") if r % 2 == 0 else ("detect", "plain")):
-                if model.device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                run_mode(model, mode, ids, args.new_tokens)
-                if model.device.type == "cuda":
-                    torch.cuda.synchronize()
-                t[mode] += time.perf_counter() - t0
-        for m in t:
-            totals[m] += t[m]
-        row = {"length": ids.shape[1], "plain_s": t["plain"] / args.repeats, "detect_s": t["detect"] / args.repeats,
-               "ratio": t["detect"] / t["plain"]}
-        result["time"].append(row)
-        print(f"  {row['length']:>6} tokens  plain {row['plain_s']:.2f} s  detect {row['detect_s']:.2f} s  "
-              f"ratio {row['ratio']:.3f}")
-    if totals["plain"]:
-        result["time_ratio_total"] = totals["detect"] / totals["plain"]
-        print(f"  total ratio detect / plain: {result['time_ratio_total']:.3f} (goal <= 1.15)")
-    del model
-
+    result = {"model": args.model, "device": args.device, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "new_tokens": args.new_tokens, "time": {}, "throughput": [],
+              "memory": []}
+    for dtype in [d for d in args.dtypes.split(",") if d]:
+        model, tok = load_model(args.model, device=args.device, dtype=dtype)
+        result["time"][dtype] = time_modes(model, tok, args)
+        if dtype == args.dtypes.split(",")[0] and args.batch_sizes:
+            result["throughput"] = throughput(model, tok, args)
+        del model
     print("peak memory above the loaded model (MiB), one fresh process per cell")
     modes = args.modes.split(",")
     print(f"  {'tokens':>6}  " + "  ".join(f"{m:>8}" for m in modes) + "  detect/plain")
