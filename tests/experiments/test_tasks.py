@@ -222,3 +222,29 @@ def test_register_a_task(tmp_path):
     assert items == [Item("0", "Capital of Chile?", ("Santiago",))]
     with pytest.raises(ValueError, match="already registered"):
         register_task(spec)
+
+
+@pytest.mark.parametrize("text", [
+    "First 3 + 4 = 7.\nThe answer is 7.\nLet's check with Python: 7 - 1 = 6, so 6.",
+    "The answer is $1,234.50 in total.\nBut wait, the answer is 99.",
+    "We get 12.\n\nQuestion: Tom has 5 apples. The answer is 3.",
+    "The answer is: \\(48\\).\n```python\nprint(48.0)\n```\n48.0",
+    "#### 5\nThe answer is 7.\n",
+    "no number yet; the answer is\nabout twenty, say 20.\nok 21",
+])
+def test_stopping_at_the_answer_line_never_changes_the_extracted_answer(text):
+    from retrieval_heads.experiments.tasks.numbers import answer_line_complete
+
+    stops = [i for i in range(1, len(text) + 1) if answer_line_complete(text[:i])]
+    for i in stops:
+        assert extract_number(text[:i]) == extract_number(text), (i, text[:i])
+    assert answer_line_complete(text) == bool(stops)
+
+
+def test_the_answer_line_stop_waits_for_the_line_to_end():
+    from retrieval_heads.experiments.tasks.numbers import answer_line_complete
+
+    assert not answer_line_complete("The answer is 1,23")  # more digits may come
+    assert not answer_line_complete("The answer is 12.")
+    assert answer_line_complete("The answer is 12.\n")
+    assert not answer_line_complete("So the answer is\n")  # no number on the line: extraction looks further
