@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval_heads.errors import RHeadsError
 from retrieval_heads.viz.report.build import build_report
 from retrieval_heads.version import __version__
 from synthetic import cli, gemma_like, make_run
@@ -139,3 +140,41 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path):
     from PIL import Image
 
     assert Image.open(shot).size == (1280, 900)
+
+
+def _sweep_dirs(tmp_path: Path, png: Path) -> tuple[Path, Path]:
+    ab, cot = tmp_path / "ablate-x", tmp_path / "cot-x"
+    ab.mkdir()
+    cot.mkdir()
+    row = lambda k, t, r, l: {"k": k, "top_mean": t, "top_ci95": [t - 5, t + 5], "random_mean": r,  # noqa: E731
+                              "random_std": 2.0, "random_ci95": [r - 7, r + 7], "random_layer_mean": l,
+                              "random_layer_std": 1.0, "random_layer_ci95": [l - 6, l + 6]}
+    (ab / "summary.json").write_text(json.dumps({
+        "baseline_mean": 80.0, "n_cells": 12, "n_retrieval_heads": 19, "n_heads": 270, "missing": [],
+        "config": {"model": {"model": "smollm2-135m"}, "ablation": "zero", "random_seeds": 3},
+        "results": [row(0, 80.0, 80.0, 80.0), row(20, 12.5, 61.25, 47.5)]}))
+    shutil.copyfile(png, ab / "curve.png")
+    (cot / "summary.json").write_text(json.dumps({
+        "n_retrieval_heads": 80, "missing": ["cot/top-k50"],
+        "config": {"model": {"model": "qwen2.5-coder-0.5b"}, "task": "gsm8k", "limit": 150,
+                   "closedbook_task": "closedbook-facts", "ablation": "zero"},
+        "results": [{"mode": "cot", "k": 0, "mask": "none", "accuracy": 0.42, "ci95": [0.34, 0.5],
+                     "relative_drop": 0.0, "cut_off_share": 0.03, "n": 150},
+                    {"mode": "cot", "k": 20, "mask": "random", "accuracy": 0.31, "ci95": [0.22, 0.4],
+                     "accuracy_std": 0.02, "relative_drop": 0.2619, "cut_off_share": 0.05, "n": 150}]}))
+    return ab, cot
+
+
+def test_report_shows_the_causal_curves_and_the_cot_table(report: Path, tmp_path):
+    png = next((report.parent / "figures").glob("*.png"))
+    ab, cot = _sweep_dirs(tmp_path, png)
+    page_path = build_report([], tmp_path / "rep", ablate_paths=[ab], cot_paths=[cot])
+    page = page_path.read_text()
+    assert 'id="causal"' in page and 'id="cot"' in page
+    assert "12.5 [7.5, 17.5]" in page and "61.2 ± 2.0 [54.2, 68.2]" in page and "layer-matched random-K" in page
+    assert "0.310 ± 0.020 [0.220, 0.400]" in page and "26%" in page and "cut off by the token limit" in page
+    assert "not finished: 1 runs" in page and page.count("data:image/png;base64,") == 1  # the ablate curve
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Causal: ablate-x" in md and "## Chain-of-thought: cot-x" in md and "| cot | 20 | random |" in md
+    with pytest.raises(RHeadsError, match="not a `rheads ablate` directory"):
+        build_report([], tmp_path / "rep2", ablate_paths=[cot])

@@ -82,7 +82,7 @@ def cmd_report(a) -> None:
                            ks=parse_ks(a.k, _DEFAULT_KS, minimum=1))
     if not 0 < cfg.always_on <= 1:
         raise RHeadsError(f"--always-on {cfg.always_on} is not a share of samples: give a number in (0, 1]")
-    path = build_report(a.runs, a.out, cfg, num_kv_heads=a.kv_heads)
+    path = build_report(a.runs, a.out, cfg, num_kv_heads=a.kv_heads, ablate_paths=a.ablate or (), cot_paths=a.cot or ())
     out = path.parent
     print(f"report: {path} (self-contained; open it in a browser)\nsummary: {out / 'summary.md'}; "
           f"numbers: {out / 'report.json'}; figures: {out / 'figures'}/")
@@ -107,7 +107,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("report", help="one offline HTML report (and summary.md) of the properties over several runs",
                        description="Sparse, universal, intrinsic and dynamic properties of the retrieval heads of "
                        "each run, with figures, in one self-contained index.html, plus summary.md and report.json.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories of `rheads detect` or score files")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run directories of `rheads detect` or score files")
+    p.add_argument("--ablate", nargs="+", metavar="DIR", help="`rheads ablate` directories: the causal section")
+    p.add_argument("--cot", nargs="+", metavar="DIR", help="`rheads cot-experiment` directories: the CoT section")
     p.add_argument("--out", default="report", help="output directory (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=None,
                    help="retrieval heads score above it (default: each run's detect threshold, 0.1)")

@@ -35,6 +35,7 @@ from ...io.jsonl import atomic_write_json
 from ...version import FORMAT_VERSION, __version__
 from ..compare import scatter_plot
 from ..heads import head_heatmap
+from .experiments import load_sweep
 from .figures import activation_scatter, layer_counts, score_histogram, universal_bars
 from .html import render_html
 from .markdown import render_markdown
@@ -65,12 +66,13 @@ def _safe(name: str) -> str:
 
 
 def build_report(run_paths: Sequence[str | Path], out_dir: str | Path, config: PropertiesConfig | None = None,
-                 num_kv_heads: int | None = None) -> Path:
+                 num_kv_heads: int | None = None, ablate_paths: Sequence[str | Path] = (),
+                 cot_paths: Sequence[str | Path] = ()) -> Path:
     """Write index.html, summary.md, report.json and figures/ to `out_dir`; returns the path of index.html.
 
     `num_kv_heads` applies to bare score files only (run directories know their model's KV heads)."""
-    if not run_paths:
-        raise RHeadsError("rheads report needs at least one run directory or score file")
+    if not run_paths and not ablate_paths and not cot_paths:
+        raise RHeadsError("rheads report needs at least one run directory or score file (or --ablate / --cot)")
     cfg = config or PropertiesConfig()
     out = Path(out_dir)
     figdir = out / "figures"
@@ -124,13 +126,18 @@ def build_report(run_paths: Sequence[str | Path], out_dir: str | Path, config: P
                            a.name, b.name, thr, f"{a.name} vs {b.name}")
         pairs.append({"a": a.name, "b": b.name, "figure": png, **res})
 
-    uni = universal_bars(measured, figdir / "universal.png")
+    causal = [load_sweep(p, "ablate", figdir) for p in ablate_paths]
+    cot = [load_sweep(p, "cot", figdir) for p in cot_paths]
+    uni = universal_bars(measured, figdir / "universal.png") if measured else None
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     doc = {"version": FORMAT_VERSION, "toolkit": __version__, "generated": generated, "config": cfg.to_dict(),
            "runs": measured, "pairs": [{k: v for k, v in p.items() if k != "figure"} for p in pairs],
+           "causal": [{"source": c.source, "results": c.summary["results"]} for c in causal],
+           "cot": [{"source": c.source, "results": c.summary["results"]} for c in cot],
            "seconds": round(time.time() - t0, 2)}
     atomic_write_json(out / "report.json", doc)
-    page = render_html(runs, measured, figs, pairs, uni, cfg, generated)
+    page = render_html(runs, measured, figs, pairs, uni, cfg, generated, causal, cot)
     (out / "index.html").write_text(page, encoding="utf-8")
-    (out / "summary.md").write_text(render_markdown(runs, measured, figs, pairs, uni, cfg, generated, out), encoding="utf-8")
+    md = render_markdown(runs, measured, figs, pairs, uni, cfg, generated, out, causal, cot)
+    (out / "summary.md").write_text(md, encoding="utf-8")
     return out / "index.html"

@@ -10,11 +10,13 @@ from pathlib import Path
 from ...analysis.properties import PropertiesConfig
 from ...analysis.runs import Run
 from ...version import __version__
+from .experiments import COT_HEADER, Sweep, causal_note, causal_table, cot_note, cot_table
 from .tables import (PAIR_HEADER, SPARSE_HEADER, UNIVERSAL_HEADER, md_table, num, pair_rows, pct, sparse_rows,
                      split_rows, universal_rows)
 
-def render_markdown(runs: list[Run], measured: list[dict], figs: list[_RunFigs], pairs: list[dict], uni: Path,
-              cfg: PropertiesConfig, generated: str, out: Path) -> str:
+def render_markdown(runs: list[Run], measured: list[dict], figs: list[_RunFigs], pairs: list[dict], uni: Path | None,
+                    cfg: PropertiesConfig, generated: str, out: Path, causal: list[Sweep] = (),
+                    cot: list[Sweep] = ()) -> str:
     def rel(p: Path) -> str:
         try:
             return str(p.resolve().relative_to(out.resolve()))
@@ -24,7 +26,7 @@ def render_markdown(runs: list[Run], measured: list[dict], figs: list[_RunFigs],
     L = ["# Retrieval heads report", "", f"retrieval-heads {__version__}, generated {generated}; full report: "
          "`index.html` (self-contained).", "", "## Universal", "",
          md_table(UNIVERSAL_HEADER, universal_rows(measured)),
-         "", f"![universal]({rel(uni)})", ""]
+         "", f"![universal]({rel(uni)})" if uni else "", ""]
     for run, m, f in zip(runs, measured, figs):
         sp = m["sparsity"]
         L += [f"## {run.name}", "", f"- model: {m['model']} ({m['family']}), {m['num_layers']} layers x "
@@ -53,4 +55,11 @@ def render_markdown(runs: list[Run], measured: list[dict], figs: list[_RunFigs],
                             ("activation", f.activation), ("short vs long", f.split)) if p is not None), ""]
     if pairs:
         L += ["## Across runs", "", md_table(PAIR_HEADER, pair_rows(pairs)), ""]
+    for s in causal:
+        header, rows = causal_table(s)
+        L += [f"## Causal: {s.name}", "", causal_note(s), "", md_table(header, rows), ""]
+        L += [f"![curve]({rel(s.figure)})", ""] if s.figure else []
+    for s in cot:
+        L += [f"## Chain-of-thought: {s.name}", "", cot_note(s), "", md_table(COT_HEADER, cot_table(s)), ""]
+        L += [f"![drop]({rel(s.figure)})", ""] if s.figure else []
     return "\n".join(L) + "\n"
