@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..runtime.ablation import ABLATION_MODES
 from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, sweep_kwargs
+from .kv import add_kv_args, kv_kwargs
 
 _DEFAULT_KS = "0,5,10,20,50,100"
 
@@ -44,10 +45,11 @@ def _probe(a):
 def cmd_niah(a) -> None:
     from ..experiments.niah import NiahConfig, format_summary, run_niah
 
+    kv = kv_kwargs(a)  # one-line errors before the model loads
     mc, model, tokenizer = load(a)
     config = NiahConfig(model=mc, probe=_probe(a), mask=a.mask, scores=a.scores, ablation=a.ablation,
                         threshold=a.threshold, mask_seed=a.seed, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
-                        mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length)
+                        mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **kv)
     summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_summary(summary))
     print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
@@ -73,6 +75,7 @@ def add_parsers(sub) -> None:
     _add_common(p)
     p.add_argument("--mask", default="none", help="none, top:K, random:K (outside the retrieval set), "
                    "random-layer:K (outside it, in the top-K's layers) or heads:16-19,11-15 (layer-head list)")
+    add_kv_args(p)
     add_out_args(p, "runs/niah")
     p.set_defaults(func=cmd_niah)
 

@@ -17,6 +17,10 @@ template, no needle, not the eval prompts); how is recorded under `mean_referenc
 
 Samples are decoded `batch_size` at a time, left-padded (grid order keeps equal lengths together).
 
+`kv` picks the KV cache (`runtime/kvpolicy.py`: full, retrieval, random, streaming; `kv_sink`, `kv_recent`,
+`kv_threshold`, `kv_top`, `kv_seed`, `prefill_chunk`); each record and summary.json gain `kv_bytes` (the most the
+cache held) and `kv_bytes_full` (what the full cache holds for the same prompts), the summary `kv_policy`.
+
 Left out on purpose: sampling (greedy only),
 LLM-judged scoring, and checking whether a hallucination is copied from the haystack.
 """
@@ -46,6 +50,8 @@ from ..probes.templates import resolve_template
 from ..runtime.attention import check_model
 from ..runtime.controller import AttentionController
 from ..runtime.decoding import default_stop, generate_batch, pad_id, text_stop
+from ..runtime.kvcache import prefill_chunking
+from ..runtime.kvpolicy import kv_factory, kv_summary
 from ..scoring.judge import RESPONSE_CLASSES, judge
 from ..version import FORMAT_VERSION, __version__
 from ..viz.niah import class_mix_plot, niah_heatmap
@@ -70,6 +76,13 @@ class NiahConfig(Config):
     stop: list[str] | None = None  # stop strings; None: a newline after the answer for plain templates, none in chat
     mean_ref_prompts: int = 4  # mode mean: haystack windows the reference means are taken over
     mean_ref_length: int = 1000  # tokens per window (capped by the model's context)
+    kv: str = "full"  # KV cache policy (runtime/kvpolicy.py): full, retrieval, random or streaming
+    kv_sink: int = 4  # compressed KV heads keep the first kv_sink tokens ...
+    kv_recent: int = 256  # ... and the last kv_recent
+    kv_threshold: float = 0.1  # retrieval/random: a KV head stays full when a query head of its group scores above it
+    kv_top: int = 0  # retrieval/random: > 0 uses the top K query heads instead of the threshold
+    kv_seed: int = 0  # random: seed of the draw
+    prefill_chunk: int = 0  # tokens per prefill forward (0: the whole prompt at once)
 
 
 
@@ -87,6 +100,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     check_grid(p, config.max_new_tokens, max_ctx)
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
+    cache = kv_factory(config, model, masked=bool(heads))  # fails here on a bad policy, scores or model
     mean_info, windows = None, None
     if config.ablation == "mean" and heads:
         if means is None:
@@ -125,7 +139,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
         for i in range(0, len(todo), batch_size):
             batch = todo[i:i + batch_size]
             for rec in run_batch(model, tokenizer, haystack, needles, batch, config, template, eos, ctl, stop,
-                                 max_ctx):
+                                 max_ctx, cache):
                 done[rec["id"]] = rec
                 if writer:
                     writer.write(rec)
@@ -141,20 +155,25 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     if out is not None:
         atomic_write_json(out / "summary.json", summary)
         title = f"{config.model.model}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
+        if config.kv != "full":
+            title += f", KV {config.kv} (sink {config.kv_sink}, recent {config.kv_recent})"
         niah_heatmap(results, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
         class_mix_plot(results, out / "classes.png", title)
     return summary
 
 
 def run_batch(model, tokenizer, haystack: str, needles: list[Needle], samples: list[Sample], config: NiahConfig,
-              template, eos: list[int], ctl: AttentionController, stop, max_ctx: int) -> list[dict[str, Any]]:
+              template, eos: list[int], ctl: AttentionController, stop, max_ctx: int,
+              cache=None) -> list[dict[str, Any]]:
     """Decode the samples' probes together (left-padded); one judged record per sample."""
     probes = [build_probe(tokenizer, haystack, needles[s.needle_index], s.length, s.depth, template=template,
                           chat=config.probe.chat, max_context=max_ctx or None) for s in samples]
     t0 = time.perf_counter()
-    gens = generate_batch(model, [p.input_ids for p in probes], config.max_new_tokens, eos, ctl,
-                          pad_id(tokenizer, eos), tokenizer=tokenizer, stop=stop)
+    with prefill_chunking(model, config.prefill_chunk):
+        gens = generate_batch(model, [p.input_ids for p in probes], config.max_new_tokens, eos, ctl,
+                              pad_id(tokenizer, eos), tokenizer=tokenizer, stop=stop, cache=cache)
     seconds = (time.perf_counter() - t0) / len(samples)
+    kv = cache.usage(model, len(samples)) if cache is not None else {}
     out = []
     for s, probe, g in zip(samples, probes, gens):
         needle = needles[s.needle_index]
@@ -162,7 +181,7 @@ def run_batch(model, tokenizer, haystack: str, needles: list[Needle], samples: l
         out.append({"type": "sample", "id": s.id, "length": s.length, "depth": s.depth, "needle_index": s.needle_index,
                     "actual_depth": probe.actual_depth, "prompt_length": probe.length, "question": needle.question,
                     "answer": needle.real_needle, "response": response, "new_tokens": len(g.tokens),
-                    "ended": g.reason, **judge(response, needle.real_needle), "seconds": round(seconds, 3)})
+                    "ended": g.reason, **judge(response, needle.real_needle), "seconds": round(seconds, 3), **kv})
     return out
 
 
@@ -193,6 +212,7 @@ def summarize(records: list[dict], config: NiahConfig, heads: list[tuple[int, in
         "per_length": means_by("length"), "per_depth": means_by("depth"),
         "cells": [{"length": l, "depth": d, "score": round(float(np.mean(v)), 2)} for (l, d), v in cells.items()],
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),
+        **kv_summary(records, config, model),
     }
 
 

@@ -219,3 +219,54 @@ class CacheFactory:
         if self.last is None:
             return 0
         return int(getattr(self.last, "peak_bytes", None) or cache_bytes(self.last))
+
+    def usage(self, model, batch_size: int) -> dict:
+        """Per sample of the last call: `kv_bytes` (the most the cache held) and `kv_bytes_full` (what the full
+        cache holds for the same slots), each the batch's figure / batch size (rows share a padded width)."""
+        from .kvcache import full_cache_bytes
+
+        if self.last is None:
+            return {}
+        T = self.last.get_seq_length()  # slots fed to the model: prompt (padded width) + new tokens - 1
+        elem = next(model.parameters()).element_size()
+        full = full_cache_bytes(model.config, T, batch=batch_size, dtype_bytes=elem)
+        return {"kv_bytes": self.held_bytes() // batch_size, "kv_bytes_full": full // batch_size}
+
+
+def kv_factory(config, model, masked: bool = False) -> CacheFactory:
+    """The cache factory of a run config with fields kv, scores, kv_sink, kv_recent, kv_threshold, kv_top, kv_seed
+    (NIAH, kv-sweep), checked against the model before any work. `masked`: heads are ablated in this run."""
+    if masked and config.kv != "full":
+        raise RHeadsError(f"--kv {config.kv} with a head mask: ablation needs the full cache; use one of the two")
+    policy = make_policy(config.kv, config.scores, threshold=config.kv_threshold, top=config.kv_top,
+                         seed=config.kv_seed)
+    factory = policy.factory(config.kv_sink, config.kv_recent)
+    factory.check(model)
+    return factory
+
+
+def kv_summary(records: list[dict], config, model=None) -> dict:
+    """summary.json keys: the policy, the most bytes the cache held over the samples (`kv_bytes`), what the full
+    cache holds for the same prompts (`kv_bytes_full`), and the mean per-sample share kept (`kv_share`)."""
+    from .kvcache import full_cache_bytes
+
+    held, full = [], []
+    for r in records:
+        if "kv_bytes" in r:
+            held.append(r["kv_bytes"])
+            full.append(r["kv_bytes_full"])
+        elif model is not None and config.kv == "full":  # a sample decoded before the cache was measured
+            b = full_cache_bytes(model.config, r["prompt_length"] + r["new_tokens"] - 1,
+                                 dtype_bytes=next(model.parameters()).element_size())
+            held.append(b)
+            full.append(b)
+    policy = {"kv_policy": config.kv}
+    if config.kv != "full":
+        policy.update(kv_sink=config.kv_sink, kv_recent=config.kv_recent, kv_threshold=config.kv_threshold,
+                      kv_top=config.kv_top, **({"kv_seed": config.kv_seed} if config.kv == "random" else {}))
+        if model is not None:
+            policy.update({k: v for k, v in make_policy(config.kv, config.scores, threshold=config.kv_threshold,
+                                                        top=config.kv_top, seed=config.kv_seed).describe(model).items()
+                           if k in ("full_kv_heads", "kv_heads")})
+    return {**policy, "kv_bytes": max(held) if held else None, "kv_bytes_full": max(full) if full else None,
+            "kv_share": round(float(np.mean([h / f for h, f in zip(held, full)])), 4) if held else None}

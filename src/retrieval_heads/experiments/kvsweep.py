@@ -1,0 +1,219 @@
+"""The KV budget sweep: NIAH on one grid under every KV-cache policy and window, against the KV bytes kept.
+
+`run_kv_sweep(model, tokenizer, config, out)` runs, on one loaded model, one `niah.run_niah` directory per arm:
+- `full/`: the full cache (the reference);
+- `{policy}-r{R}/` for each policy in `config.policies` other than full and each recent window R in
+  `config.recent` (sink `config.sink` for all): retrieval, random (the same number of full KV heads, drawn from
+  the non-retrieval ones), streaming (every head on sink + R);
+- `streaming-matched-r{R}/len{N}/` (when `config.matched_streaming`): the streaming control at the budget of
+  `retrieval-r{R}`: for each grid length N its own window, the smallest that holds at least the bytes the
+  retrieval cache holds at N tokens (`matched_recent`), so both arms keep the same share of KV bytes.
+Every arm sees the same prompts (same grid, needles and seed). Each run dir resumes per sample, so the sweep
+resumes; `only` runs some arms (processes sharing `out` can split the work).
+
+Outputs in `out`: config.json, summary.json (`arms`: one row per arm with the policy, window, `kv_share` (mean
+per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the most held over the samples),
+`mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes;
+`missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one curve per policy;
+`viz/kv.py`).
+
+Left out on purpose: timing and memory (bench/bench_kv.py measures them side by side in one process), and
+several random seeds per window (one draw, `kv_seed`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..analysis.stats import bootstrap_ci
+from ..config import Config, ModelConfig, ProbeConfig
+from ..errors import RHeadsError
+from ..io.jsonl import atomic_write_json, read_jsonl
+from ..io.rundir import claim_run_dir
+from ..runtime.attention import check_model
+from ..runtime.kvcache import check_window, expected_bytes
+from ..runtime.kvpolicy import POLICIES, make_policy
+from ..scoring.judge import RESPONSE_CLASSES
+from ..version import FORMAT_VERSION, __version__
+from ..viz.kv import budget_plot
+from .niah import NiahConfig, run_niah
+
+ARM_POLICIES = ("full", "retrieval", "random", "streaming")
+
+
+def kv_probe() -> ProbeConfig:
+    return ProbeConfig(needles="eval", lengths=[2000, 4000, 8000], depths=[0, 25, 50, 75, 100], needles_per_cell=1)
+
+
+@dataclass
+class KVSweepConfig(Config):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    probe: ProbeConfig = field(default_factory=kv_probe)
+    scores: str | None = None  # retrieval scores (scores.json): needed by retrieval, random and matched streaming
+    policies: list[str] = field(default_factory=lambda: list(ARM_POLICIES))
+    sink: int = 4
+    recent: list[int] = field(default_factory=lambda: [64, 128, 256])
+    matched_streaming: bool = True  # also streaming at the retrieval cache's budget, per length
+    kv_threshold: float = 0.1
+    kv_top: int = 0
+    kv_seed: int = 0
+    prefill_chunk: int = 0
+    max_new_tokens: int = 32
+    stop: list[str] | None = None  # see NiahConfig
+
+    def niah(self, kv: str, recent: int, lengths: list[int] | None = None) -> NiahConfig:
+        probe = self.probe if lengths is None else dataclasses.replace(self.probe, lengths=lengths)
+        return NiahConfig(model=self.model, probe=probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
+                          stop=self.stop, kv=kv, kv_sink=self.sink, kv_recent=recent, kv_threshold=self.kv_threshold,
+                          kv_top=self.kv_top, kv_seed=self.kv_seed, prefill_chunk=self.prefill_chunk)
+
+
+@dataclass
+class Arm:
+    name: str  # run dir under out (matched streaming: a parent of one dir per length)
+    policy: str
+    recent: int | None  # None: full; for matched streaming the retrieval window it matches
+    parts: list[tuple[str, NiahConfig]]  # (run dir, config): one, or one per length
+
+
+def matched_recent(model, full_heads: np.ndarray, tokens: int, sink: int, recent: int) -> int:
+    """The smallest window R' such that streaming (every head on sink + R') holds at least the bytes of the cache
+    with `full_heads` on sink + `recent`, at `tokens` slots."""
+    target = expected_bytes(model.config, full_heads, tokens, sink, recent)
+    none = np.zeros_like(full_heads)
+    lo, hi = 0, tokens  # streaming at R' = tokens holds everything: >= target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if expected_bytes(model.config, none, tokens, sink, mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def plan_arms(config: KVSweepConfig, model) -> list[Arm]:
+    """Every arm of the sweep, in run order (full first: the reference)."""
+    unknown = [p for p in config.policies if p not in POLICIES]
+    if unknown:
+        raise RHeadsError(f"unknown KV policy '{unknown[0]}': use some of {', '.join(POLICIES)}")
+    if not config.recent or any(r < 0 for r in config.recent):
+        raise RHeadsError(f"bad --recent {config.recent}: a comma list of windows >= 0, e.g. 64,128,256")
+    for r in config.recent:
+        check_window(config.sink, r)
+    arms = []
+    if "full" in config.policies:
+        arms.append(Arm("full", "full", None, [("full", config.niah("full", config.recent[0]))]))
+    for r in config.recent:
+        for policy in ("retrieval", "random", "streaming"):
+            if policy in config.policies:
+                arms.append(Arm(f"{policy}-r{r}", policy, r, [(f"{policy}-r{r}", config.niah(policy, r))]))
+        if config.matched_streaming:
+            full = make_policy("retrieval", config.scores, threshold=config.kv_threshold,
+                               top=config.kv_top).full_kv_heads(model)
+            parts = []
+            for n in config.probe.lengths:
+                rm = matched_recent(model, full, n, config.sink, r)
+                parts.append((f"streaming-matched-r{r}/len{n}", config.niah("streaming", rm, lengths=[n])))
+            arms.append(Arm(f"streaming-matched-r{r}", "streaming-matched", r, parts))
+    return arms
+
+
+def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progress: bool = True,
+                 only: list[str] | None = None, overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
+    """Run the sweep (or its `only` arms) into `out`; returns the summary of what has finished."""
+    check_model(model)
+    arms = plan_arms(config, model)
+    names = [a.name for a in arms]
+    if only is not None:
+        bad = [o for o in only if o not in names]
+        if bad or not only:
+            raise RHeadsError(f"--only {','.join(only) or '(empty)'}: pick some of {', '.join(names)}")
+    out = Path(out)
+    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": names}
+    claim_run_dir(out, meta, keys=("config",), defaults={"config": config.defaults()}, overwrite=overwrite)
+    for arm in arms:
+        if only is not None and arm.name not in only:
+            continue
+        for sub, niah in arm.parts:
+            if progress:
+                print(f"kv-sweep: {sub} (recent {niah.kv_recent})" if arm.policy != "full" else "kv-sweep: full")
+            run_niah(model, tokenizer, niah, out=out / sub, progress=progress, batch_size=batch_size)
+    return summarize_sweep(config, arms, out)
+
+
+def _records(path: Path) -> list[dict]:
+    return [r for r in read_jsonl(path / "samples.jsonl") if r.get("type") == "sample"] if \
+        (path / "samples.jsonl").exists() else []
+
+
+def arm_row(arm: Arm, config: KVSweepConfig, out: Path) -> dict[str, Any] | None:
+    """One summary row from the arm's finished run dirs; None while any part is unfinished."""
+    recs, windows = [], {}
+    for sub, niah in arm.parts:
+        if not (out / sub / "summary.json").exists():
+            return None
+        rs = _records(out / sub)
+        recs += rs
+        for n in niah.probe.lengths:
+            windows[n] = niah.kv_recent
+    n_expected = sum(len(n.probe.lengths) * len(n.probe.depths) * n.probe.needles_per_cell for _, n in arm.parts)
+    if len(recs) < n_expected:
+        return None
+    scores = [r["score"] for r in recs]
+    shares = [r["kv_bytes"] / r["kv_bytes_full"] for r in recs if r.get("kv_bytes_full")]
+    counts = Counter(r["class"] for r in recs)
+
+    def by_length(values: list[tuple[int, float]]) -> dict[str, float]:
+        groups: dict[int, list[float]] = {}
+        for k, v in values:
+            groups.setdefault(k, []).append(v)
+        return {str(k): round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
+
+    return {
+        "arm": arm.name, "policy": arm.policy, "recent": arm.recent, "sink": None if arm.policy == "full" else config.sink,
+        "windows": {str(k): v for k, v in windows.items()} if arm.policy == "streaming-matched" else None,
+        "n_samples": len(recs), "mean_score": round(float(np.mean(scores)), 2), "ci95": bootstrap_ci(scores),
+        "kv_share": round(float(np.mean(shares)), 4) if shares else None,
+        "kv_bytes": max((r.get("kv_bytes", 0) for r in recs), default=None),
+        "kv_bytes_full": max((r.get("kv_bytes_full", 0) for r in recs), default=None),
+        "per_length": by_length([(r["length"], r["score"]) for r in recs]),
+        "share_per_length": by_length([(r["length"], r["kv_bytes"] / r["kv_bytes_full"]) for r in recs
+                                       if r.get("kv_bytes_full")]),
+        "classes": {c: counts.get(c, 0) for c in RESPONSE_CLASSES},
+        "seconds": round(sum(r.get("seconds", 0.0) for r in recs), 1),
+    }
+
+
+def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[str, Any]:
+    rows, missing = [], []
+    for arm in arms:
+        row = arm_row(arm, config, out)
+        (rows.append(row) if row is not None else missing.append(arm.name))
+    summary = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": rows,
+               "missing": missing}
+    atomic_write_json(out / "summary.json", summary)
+    if rows:
+        budget_plot(rows, out / "budget.png", f"{config.model.model}: NIAH mean vs share of KV bytes kept "
+                    f"(sink {config.sink}, lengths {','.join(str(n) for n in config.probe.lengths)})")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """A text table: one row per finished arm."""
+    lengths = sorted({int(k) for r in summary["arms"] for k in r["per_length"]})
+    lines = [f"{'arm':<24} {'KV kept':>8} {'NIAH':>6}  {'95% CI':>13}  " + " ".join(f"{n:>6}" for n in lengths),
+             "-" * (60 + 7 * len(lengths))]
+    for r in summary["arms"]:
+        ci = r["ci95"] or [float("nan")] * 2
+        share = f"{100 * r['kv_share']:.1f}%" if r["kv_share"] is not None else "-"
+        lines.append(f"{r['arm']:<24} {share:>8} {r['mean_score']:>6.1f}  [{ci[0]:5.1f}, {ci[1]:5.1f}]  "
+                     + " ".join(f"{r['per_length'].get(str(n), float('nan')):>6.1f}" for n in lengths))
+    if summary["missing"]:
+        lines.append(f"not finished: {', '.join(summary['missing'])}")
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""KV-cache figures: the budget sweep (NIAH mean against the share of KV bytes kept, one curve per policy).
+
+Left out on purpose: timing and memory plots (bench/bench_kv.py writes tables), and significance marks; the
+bootstrap intervals are drawn, the reader judges.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import pyplot, save_figure
+
+POLICY_STYLE = {"retrieval": ("o-", "#d73027", "retrieval heads full, others sink + recent"),
+                "random": ("s--", "#4575b4", "as many random KV heads full"),
+                "streaming": ("^:", "#1a9850", "streaming: every head sink + recent"),
+                "streaming-matched": ("v-.", "#762a83", "streaming at the retrieval cache's budget")}
+
+
+def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
+    """rows: kv-sweep summary arms (policy, recent, kv_share, mean_score, ci95). The full cache is a dashed line
+    at share 1; each other policy is a curve over its windows, labelled by recent."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for r in rows:
+        if r["policy"] == "full":
+            ax.axhline(r["mean_score"], color="black", ls="--", lw=1, label=f"full cache ({r['mean_score']:.1f})")
+            ax.plot([100.0], [r["mean_score"]], "k*", ms=9)
+    for policy, (style, color, label) in POLICY_STYLE.items():
+        pts = sorted((100 * r["kv_share"], r["mean_score"], r["ci95"], r["recent"]) for r in rows
+                     if r["policy"] == policy and r["kv_share"] is not None)
+        if not pts:
+            continue
+        x, y, ci, rec = zip(*pts)
+        err = np.array([[m - c[0] if c else 0 for m, c in zip(y, ci)], [c[1] - m if c else 0 for m, c in zip(y, ci)]])
+        ax.errorbar(x, y, yerr=err, fmt=style, color=color, capsize=3, label=label)
+        for xi, yi, ri in zip(x, y, rec):
+            ax.annotate(f"r{ri}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel("KV bytes kept (% of the full cache, mean over samples)")
+    ax.set_ylabel("mean NIAH score (0-100)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title + "\nerror bars: bootstrap 95% intervals; r: recent window (matched: the retrieval arm's)",
+                 fontsize=8)
+    return save_figure(fig, path)
