@@ -69,7 +69,7 @@ def cmd_ablate(a) -> None:
 
 
 def add_parsers(sub) -> None:
-    """Add `niah` and `ablate` to an argparse subparsers object (cli.py's `sub`)."""
+    """Add `niah` and `ablate` to an argparse subparsers object."""
     p = sub.add_parser("niah", help="needle-in-a-haystack evaluation, optionally with heads masked",
                        description="NIAH over a lengths x depths grid. --seed is the seed of a random:K mask.")
     _add_common(p)

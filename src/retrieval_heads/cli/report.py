@@ -89,7 +89,7 @@ def cmd_report(a) -> None:
 
 
 def add_parsers(sub) -> None:
-    """Add `compare` and `report` to an argparse subparsers object (cli.py's `sub`)."""
+    """Add `compare` and `report` to an argparse subparsers object."""
     p = sub.add_parser("compare", help="compare two score sets head by head, or short vs long contexts in one run",
                        description="Pearson and Spearman correlation of head scores, top-k overlap and Jaccard of "
                        "the retrieval sets, for two runs of one architecture (run directories or score files), or, "

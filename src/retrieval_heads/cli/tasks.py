@@ -85,7 +85,7 @@ def cmd_cot_experiment(a) -> None:
 
 
 def add_parsers(sub) -> None:
-    """Add `tasks`, `eval` and `cot-experiment` to an argparse subparsers object (cli.py's `sub`)."""
+    """Add `tasks`, `eval` and `cot-experiment` to an argparse subparsers object."""
     p = sub.add_parser("tasks", help="the task registry: reasoning, closed-book and generated tasks")
     p.set_defaults(func=cmd_tasks)
 

@@ -1,13 +1,14 @@
 """Retrieval-head detection: needle-in-a-haystack probes, greedy decoding with top-1 capture, scores.
 
-`detect(model, config, out=...)` runs every (length, depth, needle) sample of the grid, one at a time:
-the prompt is prefilled with SDPA, greedy decoding records each head's top-1 position at every step (see
-`attention.py`), and `scoring.copy_counts` turns that into per-head copies. Each sample is one JSONL line,
-flushed at once; a rerun with the same config skips the samples already there, so a killed run resumes
-and ends with the same `scores.json` as an uninterrupted one.
+`detect(model, config, out=..., batch_size=...)` runs every (length, depth, needle) sample of the grid,
+`batch_size` prompts at a time (left-padded; grid order keeps equal lengths together): the prompts are
+prefilled with SDPA, greedy decoding records each head's top-1 cache slot at every step (`runtime/`), each
+row's slots are shifted by its padding, and `scoring.copy.copy_counts` turns them into per-head copies.
+Decoding stops at EOS, or at `config.stop` (default: a newline after the answer for plain templates). Each
+sample is one JSONL line, flushed at once; a rerun with the same config, model and data skips the samples
+already there, so a killed run resumes and ends with the same `scores.json` as an uninterrupted one.
 
-Left out on purpose: batching several prompts (prompts of different lengths would need padding, and the
-per-sample cost is dominated by the prefill anyway) and sampling (the score is defined on greedy output).
+Left out on purpose: sampling (the score is defined on greedy output).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Evaluate a loaded model on a registered task (`tasks.py`), optionally with attention heads masked.
+"""Evaluate a loaded model on a registered task (`tasks/`), optionally with attention heads masked.
 
 `run_eval(model, tokenizer, config, out)` builds each item's prompt (few-shot, the task's mode), decodes
 greedily under `AttentionController(ablate=..., mode=...)` (the mask holds in prefill and in every decoding
 step), extracts the answer and scores it. Prompts are decoded in batches of `batch_size`, left-padded with
 an attention mask; greedy outputs do not depend on the batch size beyond float noise.
 
-Masks are the specs of `masks.py` (none, top:K, random:K, heads:...), with the same defaults as `niah`
+Masks are the specs of `heads/masks.py` (none, top:K, random:K, heads:...), with the same defaults as `niah`
 (ablation `zero`, threshold 0.1). For ablation `mean` the reference means come from `collect_means` over the
 first `mean_ref_prompts` prompts of the run itself, unmasked (recorded under `mean_reference`).
 

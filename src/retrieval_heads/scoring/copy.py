@@ -3,7 +3,7 @@
 A head copies at a decoding step when its top-1 attention position lies in the answer span and the token
 there equals the token generated at that step. A sample's score for a head is copies / span length; only
 samples whose response has ROUGE-1 recall above 0.5 against the answer count. Averaging over samples and
-thresholding live in `results.HeadScores`.
+thresholding live in `heads.scores.HeadScores`.
 
 Left out on purpose: top-k (k > 1) variants and any de-duplication of repeated copies: the paper counts
 every copying step.

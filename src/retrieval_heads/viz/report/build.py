@@ -1,6 +1,6 @@
 """One offline report over several runs: the paper's properties of retrieval heads, each with figure and table.
 
-`build_report(paths, out)` loads each run (`properties.load_run`), measures it (`properties.measure`) and
+`build_report(paths, out)` loads each run (`analysis.runs.load_run`), measures it (`analysis.properties.measure`) and
 writes to `out`:
 - `index.html`: one self-contained static page, every figure embedded as a base64 PNG data URI (no
   network, no script, no external URL), sections Universal, Sparse, Dynamic activation, Intrinsic, and
