@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import detect, intrinsic, kv, niah, report, tasks
+from . import detect, intrinsic, kv, monitor, niah, report, tasks
 from .common import guarded
 
-GROUPS = (detect, niah, tasks, report, intrinsic, kv)
+GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:

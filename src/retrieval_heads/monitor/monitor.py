@@ -1,0 +1,275 @@
+"""The Monitor: generate an answer (or take a given one) and report, per token, whether the retrieval heads
+copied it from the context, with one answer-level score and a verdict.
+
+  mon = Monitor(model, tokenizer, "runs/qwen/scores.json")
+  for tok in mon.generate(context, question):      # TokenRecords as they are generated (a thread runs generate)
+      ...
+  report = mon.run(context, question)              # the same, synchronously: an AnswerReport
+  report = mon.score(context, question, answer)    # teacher-forced: one forward pass over prompt + answer
+
+Signals come from the runtime's recorders in the same forward passes that produce the answer: while generating,
+a transformers streamer reads recorded row t as token t is emitted, and a logits processor keeps the step's log
+probabilities (for the logit baselines); no second pass. `compare` adds uniform-weight head sets (all heads,
+random heads) whose signals ride along in each TokenRecord; `baselines=True` records every head (copy flags,
+source mass, lookback ratio, previous-token attention) for RAUQ and Lookback Lens, and keeps those arrays on
+the report (`report.raw`). Scoring rules: `score.py`.
+
+Left out on purpose: batches of prompts, sampling (greedy only), and stopping a generation on a bad score.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import RHeadsError
+from ..heads.masks import check_dims
+from ..heads.scores import HeadScores
+from ..models.info import eos_ids, model_dims
+from ..runtime.attention import check_model
+from ..runtime.controller import AttentionController
+from ..runtime.decoding import new_cache
+from .baselines import logit_baselines, rauq
+from .prompt import Prompt, build_prompt
+from .score import AnswerReport, TokenRecord, make_token, report
+from .signals import HeadSet, Recording
+
+
+class _LogitStats:
+    """A logits processor that keeps the current step's log-probabilities and entropy (scores unchanged)."""
+
+    def __init__(self):
+        self.logp: torch.Tensor | None = None
+        self.entropy = 0.0
+
+    def __call__(self, input_ids, scores):
+        lp = torch.log_softmax(scores[0].float(), dim=-1)  # [V]
+        self.logp = lp
+        self.entropy = float(-(lp.exp() * lp).sum())
+        return scores
+
+
+class _Streamer:
+    """A transformers streamer (put/end): skips the prompt, then hands each emitted token to `on_step`."""
+
+    def __init__(self, on_step: Callable[[int], None]):
+        self.on_step, self.started = on_step, False
+
+    def put(self, value):
+        if not self.started:
+            self.started = True
+            return
+        self.on_step(int(value.reshape(-1)[0]))
+
+    def end(self):
+        pass
+
+
+class _Cancel:
+    """A stopping criterion set by a consumer that stopped reading a stream."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _Decoder:
+    """Incremental answer text: each token's characters, so that they join to the decoded answer."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.ids, self.text = tokenizer, [], ""
+
+    def add(self, token: int) -> tuple[str, int]:
+        self.ids.append(token)
+        new = self.tok.decode(self.ids, skip_special_tokens=True)
+        start = len(self.text) if new.startswith(self.text) else len(_common_prefix(self.text, new))
+        piece = new[start:]
+        self.text = new
+        return piece, start
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+class Monitor:
+    """See the module docstring. `scores`: a HeadScores or a path to scores.json of this model."""
+
+    def __init__(self, model, tokenizer, scores: HeadScores | str | Path, *, threshold: float = 0.1,
+                 template: str = "default", chat: bool | None = None, max_new_tokens: int = 64,
+                 compare: dict[str, list[tuple[int, int]]] | None = None, baselines: bool = False):
+        check_model(model)
+        self.model, self.tokenizer = model, tokenizer
+        self.num_layers, self.num_heads, self.max_context = model_dims(model)
+        source = "the score file"
+        if not isinstance(scores, HeadScores):
+            source = str(scores)
+            scores = HeadScores.load(scores)
+        check_dims(scores, self.num_layers, self.num_heads, source=source)
+        heads = scores.above(threshold)
+        if not heads:
+            raise RHeadsError(f"no head of {source} scores above {threshold}: pass a scores.json with retrieval heads "
+                              "or lower --threshold")
+        self.scores, self.threshold, self.template, self.chat = scores, threshold, template, chat
+        self.max_new_tokens, self.baselines = max_new_tokens, baselines
+        self.primary = HeadSet.scored("retrieval", heads, scores.mean())
+        self.sets = [self.primary] + [HeadSet.uniform(n, hs) for n, hs in (compare or {}).items()]
+        self.eos = eos_ids(model, tokenizer)
+
+    # ------------------------------------------------------------------------------ prompts
+    def prompt(self, context: str, question: str, max_new_tokens: int = 0) -> Prompt:
+        return build_prompt(self.tokenizer, context, question, self.template, self.chat,
+                            max_context=self.max_context or None, max_new_tokens=max_new_tokens)
+
+    def _token(self, rec: Recording, t: int, token: int, decoder: _Decoder, logprob: float,
+               entropy: float) -> TokenRecord:
+        sig = rec.step(t, token)
+        text, start = decoder.add(token)
+        src = None
+        if sig[0].slot is not None:
+            hit = rec.prompt.source_of(sig[0].slot)
+            if hit is not None:
+                src = {"kind": hit[0], "start": hit[1], "end": hit[2], "slot": sig[0].slot}
+        others = {s.name: x for s, x in zip(self.sets[1:], sig[1:])}
+        return make_token(t, token, text, start, decoder.text, sig[0], src, logprob, entropy, others)
+
+    def _finish(self, rec: Recording, tokens: list[TokenRecord], answer: str, reason: str, keep: bool) -> AnswerReport:
+        base = logit_baselines([t.logprob for t in tokens], [t.entropy for t in tokens])
+        raw = None
+        if self.baselines:
+            prev = rec.prev_token()  # [R, L*H]
+            base["rauq"], rauq_tok = rauq([t.logprob for t in tokens], prev, self.num_layers, self.num_heads)
+            if keep:
+                steps = rec.raw[: len(tokens)]
+                raw = {k: np.stack([s[k] for s in steps]) if steps else np.zeros((0, len(rec.order)))
+                       for k in ("copy", "copy_q", "mass", "lr")}
+                raw["prev"] = prev
+                raw["rauq_tokens"] = np.asarray(rauq_tok)
+        out = report(answer, tokens, base, reason, rec.prompt.n)
+        out.raw = raw  # type: ignore[attr-defined]
+        return out
+
+    # ------------------------------------------------------------------------------ generation
+    def run(self, context: str, question: str, *, max_new_tokens: int | None = None,
+            min_new_tokens: int | None = None, on_token: Callable[[TokenRecord], None] | None = None,
+            keep: bool = False, _cancel: _Cancel | None = None) -> AnswerReport:
+        """Greedy-generate an answer with monitoring; `on_token` sees each TokenRecord as it is emitted."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        limit = max_new_tokens or self.max_new_tokens
+        prompt = self.prompt(context, question, limit)
+        rec = Recording(prompt, self.sets, self.num_layers, self.num_heads, all_heads=self.baselines)
+        ctl = AttentionController(recorders=rec.recorders)
+        stats, decoder, tokens = _LogitStats(), _Decoder(self.tokenizer), []
+        state = {"t": 0, "eos": False}
+        eos = set(self.eos)
+
+        def on_step(token: int) -> None:
+            t = state["t"]
+            state["t"] += 1
+            if state["eos"]:
+                return
+            if token in eos:
+                state["eos"] = True
+                return
+            lp = float(stats.logp[token]) if stats.logp is not None else float("nan")
+            tok = self._token(rec, t, token, decoder, lp, stats.entropy)
+            tokens.append(tok)
+            if on_token is not None:
+                on_token(tok)
+
+        device = self.model.get_input_embeddings().weight.device
+        ids = torch.tensor([prompt.input_ids], device=device)  # [1, N]
+        extra = {"stopping_criteria": StoppingCriteriaList([_cancel])} if _cancel is not None else {}
+        with ctl.activate(self.model), torch.no_grad():
+            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
+                                min_new_tokens=min_new_tokens, do_sample=False, temperature=None, top_p=None,
+                                top_k=None, eos_token_id=self.eos or None, pad_token_id=self.eos[0] if self.eos else 0,
+                                cache=new_cache(self.model), disable_compile=True, streamer=_Streamer(on_step),
+                                logits_processor=LogitsProcessorList([stats]), **extra)
+        reason = "eos" if state["eos"] else "length"
+        return self._finish(rec, tokens, decoder.text, reason, keep)
+
+    def generate(self, context: str, question: str, **kw) -> "Stream":
+        """Stream TokenRecords while generating (iterate); `.result()` gives the AnswerReport."""
+        return Stream(self, context, question, kw)
+
+    # ------------------------------------------------------------------------------ teacher forcing
+    def score(self, context: str, question: str, answer: str | list[int], *, keep: bool = False) -> AnswerReport:
+        """Score a given answer (text, or token ids) in one forward pass over prompt + answer."""
+        if isinstance(answer, str):
+            ids_ans = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        else:
+            ids_ans = [int(x) for x in answer]
+        ids_ans = [t for t in ids_ans if t not in set(self.eos)]
+        prompt = self.prompt(context, question, len(ids_ans))
+        n, T = prompt.n, len(ids_ans)
+        rec = Recording(prompt, self.sets, self.num_layers, self.num_heads, all_heads=self.baselines)
+        tokens: list[TokenRecord] = []
+        decoder = _Decoder(self.tokenizer)
+        if T == 0:
+            return self._finish(rec, tokens, "", "given", keep)
+        ctl = AttentionController(recorders=rec.recorders, rows=(n - 1, n + T))  # T + 1 rows: the last for RAUQ
+        device = self.model.get_input_embeddings().weight.device
+        ids = torch.tensor([prompt.input_ids + ids_ans], device=device)  # [1, N + T]
+        with ctl.activate(self.model), torch.no_grad():
+            logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=T + 1).logits[0, :T]  # [T, V]
+        lp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
+        ent = -(lp.exp() * lp).sum(-1)  # [T]
+        for t, token in enumerate(ids_ans):
+            tokens.append(self._token(rec, t, token, decoder, float(lp[t, token]), float(ent[t])))
+        return self._finish(rec, tokens, decoder.text, "given", keep)
+
+
+class Stream:
+    """Iterating yields TokenRecords as the model emits them; `result()` waits for and returns the AnswerReport.
+    Leaving the loop early stops the generation at the next step."""
+
+    def __init__(self, monitor: Monitor, context: str, question: str, kw: dict[str, Any]):
+        self._q: queue.Queue = queue.Queue()
+        self._cancel = _Cancel()
+        self._report: AnswerReport | None = None
+        self._error: BaseException | None = None
+        monitor.prompt(context, question, kw.get("max_new_tokens") or monitor.max_new_tokens)  # fail here, not later
+
+        def work():
+            try:
+                self._report = monitor.run(context, question, on_token=self._q.put, _cancel=self._cancel, **kw)
+            except BaseException as e:  # handed to the reader
+                self._error = e
+            finally:
+                self._q.put(None)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[TokenRecord]:
+        try:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            if self._thread.is_alive():
+                self._cancel.event.set()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def result(self) -> AnswerReport:
+        self._thread.join()
+        self._raise()
+        return self._report
