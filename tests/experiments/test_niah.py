@@ -72,6 +72,7 @@ def test_run_niah_outputs(model, tok, haystack_file, tmp_path):
     assert 0 <= summary["mean_score"] <= 100
     assert summary["mean_score"] == pytest.approx(sum(r["score"] for r in recs) / 6, abs=1e-3)
     assert sum(summary["classes"].values()) == 6 and set(summary["classes"]) == set(RESPONSE_CLASSES)
+    assert len(summary["sample_scores"]) == 6 and summary["ci95"][0] <= summary["mean_score"] <= summary["ci95"][1]
     for r in recs:
         assert r["class"] in RESPONSE_CLASSES and r["prompt_length"] <= r["length"]
         assert judge(r["response"], r["answer"]) == {k: r[k] for k in ("score", "rouge1_recall", "contains", "class")}

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
@@ -206,6 +207,7 @@ def summarize(records: list[dict], config: NiahConfig, heads: list[tuple[int, in
         "mask": config.mask, "ablation": config.ablation if heads else None,
         "masked_heads": format_heads(heads), "n_masked": len(heads), "mean_reference": mean_info,
         "mean_score": round(float(np.mean(scores)), 4) if scores else 0.0,
+        "ci95": bootstrap_ci(scores), "sample_scores": scores,
         "n_cells": len(cells), "n_samples": len(records),
         "classes": {c: counts.get(c, 0) for c in RESPONSE_CLASSES},
         "contains_rate": round(100.0 * float(np.mean([r["contains"] for r in records])), 2) if records else 0.0,
@@ -223,7 +225,9 @@ def format_summary(summary: dict) -> str:
     depths = sorted({d for _, d in cells})
     lines = [f"mask {summary['mask']} ({summary['n_masked']} heads"
              + (f", {summary['ablation']})" if summary["ablation"] else ")")
-             + f": mean score {summary['mean_score']:.1f} over {summary['n_cells']} cells", "",
+             + f": mean score {summary['mean_score']:.1f}"
+             + (f" [95% CI {summary['ci95'][0]:.1f}, {summary['ci95'][1]:.1f}]" if summary.get("ci95") else "")
+             + f" over {summary['n_cells']} cells", "",
              "depth\\len " + "".join(f"{l:>7}" for l in lengths)]
     for d in depths:
         lines.append(f"{d:>9g} " + "".join(f"{cells[(l, d)]:>7.0f}" if (l, d) in cells else f"{'-':>7}" for l in lengths))
