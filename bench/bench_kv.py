@@ -1,0 +1,211 @@
+"""Benchmark: the retrieval-head KV cache against the full cache, side by side in one run.
+
+For each prompt length and KV policy (full, retrieval, random, streaming; `runtime/kvpolicy.py`), one fresh
+subprocess loads the model, builds a NIAH prompt of that length (needle at depth 50), prefills it (whole, or in
+chunks of --prefill-chunk tokens), then decodes --new-tokens tokens greedily one forward at a time, and reports:
+  kv_bytes        the most bytes of keys and values the cache held (its own count; equal to the analytic
+                  formula, as the tests check)
+  kv_bytes_full   what the full cache holds for the same slots (the analytic formula)
+  peak_mib        the process's peak memory above what it held after loading and one 16-token warm-up forward
+                  (the weights are memory-mapped: the warm-up pages them in) (CPU: peak RSS, reset through
+                  /proc/self/clear_refs, glibc returning big blocks to the OS; CUDA: max_memory_allocated)
+  prefill_s       seconds of the prefill
+  decode_ms       milliseconds per decoded token (mean over the steps after the first)
+Derived per row against the full cache at the same length: the share of KV bytes saved, decode time ratio, and
+how much of the KV saving shows up in the peak (rss_drop / kv_saved). The chunked rows (--chunk-lengths) say
+what chunked prefill does to the peak.
+
+  python bench/bench_kv.py --model smollm2-135m --scores docs/runs/smollm2/scores.json --lengths 2000,4000,8000
+  python bench/bench_kv.py --model qwen2.5-coder-0.5b --scores docs/runs/qwen/scores.json \\
+      --lengths 2000,4000,8000,16000 --policies-at 16000=full,retrieval,streaming
+
+Left out on purpose: batching and throughput (one prompt at a time), and NIAH accuracy (`rheads kv-sweep`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from retrieval_heads.models.loading import load_model
+from retrieval_heads.probes.build import build_probe
+from retrieval_heads.probes.haystack import get_haystack
+from retrieval_heads.probes.needles import get_needles
+from retrieval_heads.runtime.kvcache import cache_bytes, full_cache_bytes
+from retrieval_heads.runtime.kvpolicy import make_policy
+
+POLICIES = ("full", "retrieval", "random", "streaming")
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def child(args) -> None:
+    """One (policy, length, chunk) cell; prints one JSON line."""
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    probe = build_probe(tok, get_haystack("paul-graham"), get_needles("eval")[0], args.length, 50)
+    ids = torch.tensor([probe.input_ids], device=model.device)  # [1, N]
+    policy = make_policy(args.policy, args.scores, threshold=args.kv_threshold, top=args.kv_top, seed=args.kv_seed)
+    with torch.no_grad():  # touch every weight once (they are memory-mapped) so the peak below is the run's own
+        from transformers import DynamicCache
+
+        model(input_ids=ids[:, :16], cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
+    cache = policy.cache(model, args.sink, args.recent)
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
+        base = _rss_kb("VmRSS:") * 1024
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        chunk = args.chunk or ids.shape[1]
+        for i in range(0, ids.shape[1], chunk):  # [1, c] per forward; positions and masks come from the cache
+            out = model(input_ids=ids[:, i:i + chunk], cache=cache, use_cache=True, logits_to_keep=1)
+        sync()
+        prefill_s = time.perf_counter() - t0
+        nxt = out.logits[:, -1:].argmax(-1)  # [1, 1]
+        steps = []
+        for _ in range(args.new_tokens):
+            t0 = time.perf_counter()
+            out = model(input_ids=nxt, cache=cache, use_cache=True)
+            nxt = out.logits[:, -1:].argmax(-1)
+            sync()
+            steps.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() if cuda else _rss_kb("VmHWM:") * 1024) - base
+    T = ids.shape[1] + args.new_tokens
+    held = int(getattr(cache, "peak_bytes", None) or cache_bytes(cache))
+    full = full_cache_bytes(model.config, T, dtype_bytes=next(model.parameters()).element_size())
+    print(json.dumps({"prompt_tokens": ids.shape[1], "kv_bytes": held, "kv_bytes_full": full,
+                      "peak_mib": round(peak / 2**20, 1), "prefill_s": round(prefill_s, 2),
+                      "decode_ms": round(1000 * sum(steps[1:]) / max(1, len(steps) - 1), 2),
+                      "full_kv_heads": policy.describe(model).get("full_kv_heads")}))
+
+
+def run_cell(args, policy: str, length: int, chunk: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--policy", policy, "--length", str(length), "--chunk", str(chunk),
+           "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens),
+           "--sink", str(args.sink), "--recent", str(args.recent), "--kv-threshold", str(args.kv_threshold),
+           "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed)] + (["--scores", args.scores] if args.scores else [])
+    # a fixed mmap threshold makes glibc return big tensors to the OS when freed, so the peak RSS follows what
+    # torch really holds instead of the allocator's heap growth
+    env = {**os.environ, "TQDM_DISABLE": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    row = {"policy": policy, "length": length, "prefill_chunk": chunk}
+    if p.returncode != 0:
+        row["error"] = (p.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1][:300]
+    else:
+        row.update(json.loads(p.stdout.strip().splitlines()[-1]))
+    return row
+
+
+def derive(rows: list[dict]) -> None:
+    """Add, per row, what it saves against the full cache at the same length and chunking."""
+    full = {(r["length"], r["prefill_chunk"]): r for r in rows if r["policy"] == "full" and "error" not in r}
+    for r in rows:
+        f = full.get((r["length"], r["prefill_chunk"]))
+        if "error" in r or f is None:
+            continue
+        saved = f["kv_bytes"] - r["kv_bytes"]
+        r["kv_saved_share"] = round(saved / f["kv_bytes"], 4)
+        r["decode_ratio"] = round(r["decode_ms"] / f["decode_ms"], 3)
+        r["rss_drop_mib"] = round(f["peak_mib"] - r["peak_mib"], 1)
+        r["rss_drop_over_kv_saved"] = round(r["rss_drop_mib"] * 2**20 / saved, 3) if saved > 0 else None
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'tokens':>6} {'chunk':>5} {'policy':<10} {'KV MiB':>8} {'saved':>6} {'peak MiB':>9} {'drop/saved':>10} "
+            f"{'prefill s':>9} {'ms/token':>8} {'vs full':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['length']:>6} {r['prefill_chunk']:>5} {r['policy']:<10} error: {r['error']}")
+            continue
+        g = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else "-"  # noqa: E731
+        lines.append(f"{r['prompt_tokens']:>6} {r['prefill_chunk'] or '-':>5} {r['policy']:<10} "
+                     f"{r['kv_bytes'] / 2**20:>8.1f} {g('kv_saved_share', '>6.1%')} {r['peak_mib']:>9.1f} "
+                     f"{g('rss_drop_over_kv_saved', '>10.2f')} {r['prefill_s']:>9.1f} {r['decode_ms']:>8.1f} "
+                     f"{g('decode_ratio', '>7.2f')}")
+    return "\n".join(lines)
+
+
+def _ints(spec: str) -> list[int]:
+    return [int(x) for x in spec.split(",") if x.strip()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--scores", default="docs/runs/smollm2/scores.json")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--lengths", default="2000,4000,8000")
+    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--policies-at", default="", help="per-length policy lists, e.g. 16000=full,retrieval")
+    ap.add_argument("--chunk-lengths", default="", help="lengths also measured with chunked prefill (default: the "
+                    "longest)")
+    ap.add_argument("--prefill-chunk", type=int, default=1024)
+    ap.add_argument("--chunk-policies", default="full,retrieval")
+    ap.add_argument("--sink", type=int, default=4)
+    ap.add_argument("--recent", type=int, default=256)
+    ap.add_argument("--kv-threshold", type=float, default=0.1)
+    ap.add_argument("--kv-top", type=int, default=0)
+    ap.add_argument("--kv-seed", type=int, default=0)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--out", default=None, help="default: bench/results/kv_<model>.json")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--policy", help=argparse.SUPPRESS)
+    ap.add_argument("--length", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    lengths = _ints(args.lengths)
+    per_length = {int(k): v.split(",") for k, v in (x.split("=") for x in args.policies_at.split(";") if x)}
+    chunk_lengths = _ints(args.chunk_lengths) if args.chunk_lengths else lengths[-1:]
+    cells = [(p, n, 0) for n in lengths for p in per_length.get(n, args.policies.split(","))]
+    cells += [(p, n, args.prefill_chunk) for n in chunk_lengths for p in args.chunk_policies.split(",")]
+    out = Path(args.out or f"bench/results/kv_{Path(args.model).stem}.json")
+    result = {"model": args.model, "scores": args.scores, "device": args.device, "dtype": args.dtype,
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "sink": args.sink, "recent": args.recent,
+              "kv_threshold": args.kv_threshold, "kv_top": args.kv_top, "kv_seed": args.kv_seed,
+              "new_tokens": args.new_tokens, "command": " ".join(sys.argv), "rows": []}
+    done = {}
+    if out.exists():  # resume: keep the cells already measured with the same settings
+        old = json.loads(out.read_text())
+        if all(old.get(k) == result[k] for k in ("model", "scores", "sink", "recent", "new_tokens", "device", "dtype")):
+            done = {(r["policy"], r["length"], r["prefill_chunk"]): r for r in old["rows"] if "error" not in r}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for policy, length, chunk in cells:
+        row = done.get((policy, length, chunk)) or run_cell(args, policy, length, chunk)
+        result["rows"].append(row)
+        print(f"{policy:<10} {length:>6} chunk {chunk or '-':>5}: " + json.dumps({k: v for k, v in row.items()
+                                                                           if k not in ("policy", "length")}), flush=True)
+        derive(result["rows"])
+        out.write_text(json.dumps(result, indent=1))
+    print(table(result["rows"]))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
