@@ -26,7 +26,7 @@ from ..config import ModelConfig, ProbeConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import claim_run_dir
-from ..models.info import model_dims
+from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..scoring.judge import RESPONSE_CLASSES
 from ..version import FORMAT_VERSION, __version__
@@ -81,7 +81,7 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     summary = summarize(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
     atomic_write_json(out / "summary.json", summary)
     if summary["results"]:
-        name = config.model.model
+        name = model_name(model)
         curve_plot(summary["results"], config.controls, out / "curve.png",
                    f"{name}: NIAH with heads masked ({config.ablation}), {summary['n_cells']} cells")
         classes_plot(summary["results"], config.controls, out / "classes.png",

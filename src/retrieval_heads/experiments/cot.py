@@ -34,7 +34,7 @@ from ..config import ModelConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import claim_run_dir
-from ..models.info import model_dims
+from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
@@ -130,7 +130,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     if config.copy_items > 0 and "cot" in config.modes and (only is None or "copy" in only):
         copy_share(model, tokenizer, config.eval_config("cot"), scores, out, n_items=config.copy_items,
                    seeds=config.seeds(), threshold=config.threshold, progress=progress,
-                   title=f"{config.model.model}: who copies during CoT ({config.task})")
+                   title=f"{model_name(model)}: who copies during CoT ({config.task})")
 
     summary = summarize(config, parts, finished(out, [r for _, r in parts]), len(scores.above(config.threshold)),
                         L * H)
@@ -142,7 +142,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     atomic_write_json(out / "summary.json", summary)
     if summary["results"]:
         drop_plot(summary["results"], config.modes, out / "drop.png",
-                  f"{config.model.model}: accuracy drop with heads masked ({config.ablation})")
+                  f"{model_name(model)}: accuracy drop with heads masked ({config.ablation})")
     return summary
 
 

@@ -26,7 +26,7 @@ from ..errors import RHeadsError
 from ..heads.scores import HeadScores, scores_from_records
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
-from ..models.info import eos_ids, model_dims, model_key, model_meta
+from ..models.info import eos_ids, model_dims, model_key, model_meta, model_name
 from ..models.loading import load_model
 from ..probes.build import build_probe
 from ..probes.grid import Sample, check_grid, data_sha, grid
@@ -96,7 +96,7 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
     results = [done[s.id] for s in samples]
     scores = scores_from_records(results, L, H)
     if out is not None:
-        write_outputs(out, scores, results, config, model_name=config.model.model)
+        write_outputs(out, scores, results, config, model_name=model_name(model))
     return scores
 
 

@@ -42,7 +42,7 @@ from ..errors import RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
-from ..models.info import eos_ids, model_dims, model_key, model_meta
+from ..models.info import eos_ids, model_dims, model_key, model_meta, model_name
 from ..probes.build import build_probe
 from ..probes.grid import Sample, check_grid, data_sha, grid
 from ..probes.haystack import get_haystack
@@ -155,7 +155,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     summary = summarize(results, config, heads, mean_info, model)
     if out is not None:
         atomic_write_json(out / "summary.json", summary)
-        title = f"{config.model.model}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
+        title = f"{model_name(model)}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
         if config.kv != "full":
             title += f", KV {config.kv} (sink {config.kv_sink}, recent {config.kv_recent})"
         niah_heatmap(results, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")

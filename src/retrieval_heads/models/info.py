@@ -77,6 +77,12 @@ def model_meta(model) -> dict[str, Any]:
     }
 
 
+def model_name(model) -> str:
+    """What figures call the model: the spec it was loaded from, else its name_or_path."""
+    info = getattr(model, "rheads_info", None)
+    return info.name if info is not None else (getattr(model, "name_or_path", None) or type(model).__name__)
+
+
 def model_key(model) -> dict[str, Any]:
     """What a resumed run directory must agree on: the model's spec (name or path), dtype, family and shape."""
     meta = model_meta(model)
