@@ -2,9 +2,10 @@
 answers, precision at 80% recall, and token-level AUROC resampled by answer.
 
 Intervals follow `analysis.stats` (2000 resamples, fixed seed 0, percentile interval), resampling answers with
-replacement; AUROC is not a mean, so the statistic is recomputed on each resample here rather than averaged.
-A resample with only one class is drawn again. Scores are oriented so that higher = more likely hallucinated;
-AUROC uses scikit-learn.
+replacement; AUROC is not a mean, so the statistic is recomputed on each resample (all resamples at once, from
+each answer's draw count) rather than averaged. Resamples lacking a class are left out. Two detectors compared
+on the same answers share their resamples. Token-level intervals resample answers, each with all its tokens.
+Scores are oriented so that higher = more likely hallucinated; point AUROCs come from scikit-learn.
 
 Left out on purpose: thresholds for deployment (those would be fitted to labels) and significance tests.
 """
@@ -14,17 +15,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from ..analysis.stats import N_BOOT
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """AUROC by ranks (ties averaged): equal to roc_auc_score, and fast enough for thousands of resamples."""
-    r = rankdata(s)
-    n1 = y.sum()
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(y) - n1)))
 
 
 def _r(x: float | None) -> float | None:
@@ -38,14 +31,30 @@ def _valid(y: Sequence[int], *scores: Sequence[float]) -> np.ndarray:
     return keep
 
 
-def _boot_index(y: np.ndarray, n_boot: int, seed: int) -> list[np.ndarray]:
+def _counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] how often each item is drawn in each resample (with replacement)."""
     rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n_boot:
-        idx = rng.integers(0, len(y), size=len(y))
-        if 0 < y[idx].sum() < len(idx):
-            out.append(idx)
+    idx = rng.integers(0, n, size=(n_boot, n))  # [B, n]
+    out = np.zeros((n_boot, n), dtype=np.float64)
+    np.add.at(out, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
     return out
+
+
+def _boot_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of every resample at once: resample b weighs item i by w[b, i] (its draw count). This Mann-Whitney
+    form, ties counted one half, equals roc_auc_score on the expanded resample. NaN for a resample lacking a class."""
+    pos, neg = y == 1, y == 0
+    k = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])  # [n1, n0]
+    wp, wn = w[:, pos], w[:, neg]  # [B, n1], [B, n0]
+    num = ((wp @ k) * wn).sum(axis=1)  # [B]
+    den = wp.sum(axis=1) * wn.sum(axis=1)  # [B]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _ci(vals: np.ndarray) -> list[float | None]:
+    v = vals[np.isfinite(vals)]
+    return [_r(x) for x in np.percentile(v, [2.5, 97.5])]
 
 
 def auroc(y: Sequence[int], s: Sequence[float]) -> float | None:
@@ -76,9 +85,8 @@ def detection(y: Sequence[int], s: Sequence[float], *, n_boot: int = N_BOOT, see
     out = {"n": int(len(y)), "positives": int(y.sum()), "auroc": None, "auroc_ci": None, "p_at_r80": None}
     if len(y) < 2 or y.min() == y.max():
         return out
-    boots = [_auc(y[i], s[i]) for i in _boot_index(y, n_boot, seed)]
-    out.update(auroc=_r(roc_auc_score(y, s)), auroc_ci=[_r(v) for v in np.percentile(boots, [2.5, 97.5])],
-               p_at_r80=_r(precision_at_recall(y, s)))
+    boots = _boot_auc(y, s, _counts(len(y), n_boot, seed))
+    out.update(auroc=_r(roc_auc_score(y, s)), auroc_ci=_ci(boots), p_at_r80=_r(precision_at_recall(y, s)))
     return out
 
 
@@ -90,9 +98,9 @@ def paired_auroc_diff(y: Sequence[int], a: Sequence[float], b: Sequence[float], 
     y, a, b = y[keep], a[keep], b[keep]
     if len(y) < 2 or y.min() == y.max():
         return {"n": int(len(y)), "diff": None, "ci": None}
-    diffs = [_auc(y[i], a[i]) - _auc(y[i], b[i]) for i in _boot_index(y, n_boot, seed)]
-    return {"n": int(len(y)), "diff": _r(roc_auc_score(y, a) - roc_auc_score(y, b)),
-            "ci": [_r(v) for v in np.percentile(diffs, [2.5, 97.5])]}
+    w = _counts(len(y), n_boot, seed)
+    diffs = _boot_auc(y, a, w) - _boot_auc(y, b, w)
+    return {"n": int(len(y)), "diff": _r(roc_auc_score(y, a) - roc_auc_score(y, b)), "ci": _ci(diffs)}
 
 
 def token_detection(groups: list[tuple[Sequence[int], Sequence[float]]], *, n_boot: int = 1000,
@@ -107,14 +115,9 @@ def token_detection(groups: list[tuple[Sequence[int], Sequence[float]]], *, n_bo
            "auroc_ci": None, "p_at_r80": None}
     if keep.sum() < 2 or y[keep].min() == y[keep].max():
         return out
-    rng = np.random.default_rng(seed)
-    boots = []
-    while len(boots) < n_boot:
-        idx = rng.integers(0, len(groups), size=len(groups))
-        yb, sb = np.concatenate([ys[i] for i in idx]), np.concatenate([ss[i] for i in idx])
-        kb = _valid(yb, sb)
-        if 0 < yb[kb].sum() < kb.sum():
-            boots.append(_auc(yb[kb], sb[kb]))
-    out.update(auroc=_r(roc_auc_score(y[keep], s[keep])), auroc_ci=[_r(v) for v in np.percentile(boots, [2.5, 97.5])],
+    owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(ys)])[keep]  # answer of each token
+    w = _counts(len(groups), n_boot, seed)[:, owner]  # [B, tokens]: a token is drawn with its answer
+    boots = _boot_auc(y[keep], s[keep], w)
+    out.update(auroc=_r(roc_auc_score(y[keep], s[keep])), auroc_ci=_ci(boots),
                p_at_r80=_r(precision_at_recall(y[keep], s[keep])))
     return out

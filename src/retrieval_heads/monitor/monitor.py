@@ -10,7 +10,9 @@ copied it from the context, with one answer-level score and a verdict.
 Signals come from the runtime's recorders in the same forward passes that produce the answer: while generating,
 a transformers streamer reads recorded row t as token t is emitted, and a logits processor keeps the step's log
 probabilities (for the logit baselines); no second pass. `compare` adds uniform-weight head sets (all heads,
-random heads) whose signals ride along in each TokenRecord; `baselines=True` records every head (copy flags,
+random heads) whose signals ride along in each TokenRecord; the log-probabilities and entropies are those of the
+step's logits before `min_new_tokens` masks the end tokens (after any processor the model's generation config
+adds; greedy decoding of the bundled models adds none); `baselines=True` records every head (copy flags,
 source mass, lookback ratio, previous-token attention) for RAUQ and Lookback Lens, and keeps those arrays on
 the report (`report.raw`). Scoring rules: `score.py`.
 
@@ -191,12 +193,17 @@ class Monitor:
         device = self.model.get_input_embeddings().weight.device
         ids = torch.tensor([prompt.input_ids], device=device)  # [1, N]
         extra = {"stopping_criteria": StoppingCriteriaList([_cancel])} if _cancel is not None else {}
+        procs = [stats]  # the statistics see the logits before min_new_tokens masks the end tokens
+        if min_new_tokens and self.eos:
+            from transformers import MinNewTokensLengthLogitsProcessor
+
+            procs.append(MinNewTokensLengthLogitsProcessor(prompt.n, min_new_tokens, self.eos, device=device))
         with ctl.activate(self.model), torch.no_grad():
-            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
-                                min_new_tokens=min_new_tokens, do_sample=False, temperature=None, top_p=None,
-                                top_k=None, eos_token_id=self.eos or None, pad_token_id=self.eos[0] if self.eos else 0,
-                                cache=new_cache(self.model), disable_compile=True, streamer=_Streamer(on_step),
-                                logits_processor=LogitsProcessorList([stats]), **extra)
+            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit, do_sample=False,
+                                temperature=None, top_p=None, top_k=None, eos_token_id=self.eos or None,
+                                pad_token_id=self.eos[0] if self.eos else 0, cache=new_cache(self.model),
+                                disable_compile=True, streamer=_Streamer(on_step),
+                                logits_processor=LogitsProcessorList(procs), **extra)
         reason = "eos" if state["eos"] else "length"
         return self._finish(rec, tokens, decoder.text, reason, keep)
 

@@ -1,0 +1,55 @@
+"""The benchmark's items: the plan (counts, unique ids, a seeded order that mixes kinds and lengths), contexts that
+hold their sentence and fit the length, the counterfactual facts, labels and token labels."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from retrieval_heads.monitor.items import counterfactual_facts, label_of, materialize, plan, token_labels
+from retrieval_heads.monitor.prompt import build_prompt
+
+
+def test_counterfactual_facts_are_well_formed():
+    facts = counterfactual_facts()
+    assert len(facts) == 64 and len({f["id"] for f in facts}) == 64
+    for f in facts:
+        assert f["answer"] in f["statement"]
+        assert not re.search(rf"\b{re.escape(f['common'])}\b", f["statement"], re.I)
+        assert f["question"].endswith("?")
+
+
+def test_plan_counts_and_order():
+    items = plan([1000, 2000], [0, 50, 100], niah_per_cell=2, cf_per_cell=1)
+    assert len(items) == 26 * 2 * 2 + 64 * 2 and len({i.id for i in items}) == len(items)
+    assert plan([1000, 2000], [0, 50, 100]) == plan([1000, 2000], [0, 50, 100])  # deterministic
+    head = Counter((i.kind, i.length) for i in items[:60])
+    assert len(head) == 4  # the first items already cover every kind and length
+    assert Counter(i.depth for i in items).keys() == {0, 50, 100}
+    assert plan([1000], [50], limit=5) == plan([1000], [50])[:5]
+
+
+def test_materialized_context_holds_the_sentence_and_fits(tok, haystack, tmp_path):
+    hay = tmp_path / "hay.txt"
+    hay.write_text(haystack)
+    for item in [i for i in plan([300], [0, 50, 100]) if i.kind == "counterfactual"][:3] + \
+            [i for i in plan([300], [50]) if i.kind == "niah"][:2]:
+        ctx = materialize(item, tok, haystack)
+        assert item.statement in ctx
+        n = build_prompt(tok, ctx, item.question).n
+        assert item.length - 30 <= n <= item.length
+
+
+def test_labels():
+    assert label_of({"class": "correct", "rouge1_recall": 1.0}) == 0
+    assert label_of({"class": "partial", "rouge1_recall": 0.6}) == 0
+    assert label_of({"class": "partial", "rouge1_recall": 0.4}) == 1
+    assert label_of({"class": "hallucinated", "rouge1_recall": 0.0}) == 1
+    assert label_of({"class": "refusal", "rouge1_recall": 0.0}) is None
+    assert label_of({"class": "degenerate", "rouge1_recall": 0.0}) is None
+    ans = "The capital of France is Paris."
+    spans = [(0, 3), (3, 11), (11, 14), (14, 21), (21, 24), (24, 30), (30, 31)]
+    q, gold = "What is the capital of France?", "Lyon"
+    assert token_labels(ans, spans, 1, q, gold) == [None, 0, None, 0, None, 1, None]
+    assert token_labels(ans, spans, 0, q, gold) == [None, 0, None, 0, None, 0, None]
+    assert token_labels(ans, spans, None, q, gold) == [None] * 7
