@@ -25,7 +25,7 @@ from ..io.jsonl import atomic_write_json, read_jsonl
 from . import lookback as lb
 from .baselines import BASELINES
 from .metrics import detection, paired_auroc_diff, token_detection
-from .score import VARIANTS, answer_score, token_score
+from .score import VARIANTS, answer_score, is_echo, is_unsupported, token_score
 
 MONITOR = "retrieval:combined"
 TASKS = ("niah", "counterfactual")
@@ -154,6 +154,7 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
     dsigs = [answer_signals(r) for r in deg]
     summary["subsets"]["all+degenerate"] = _table(deg, y, dsigs, [n for n in names if not n.startswith("lookback")],
                                                   True, None)
+    summary["flags"] = _flags(records)
     summary["overhead"] = _overhead(meta)
     atomic_write_json(run / "summary.json", summary)
     from .tables import write_tables
@@ -175,6 +176,29 @@ def _counts(records: list[dict]) -> dict[str, Any]:
     out["counterfactual_wrong_parametric"] = sum(bool(r["parametric"]) for r in cf_wrong)
     out["counterfactual_wrong"] = len(cf_wrong)
     return out
+
+
+def _flags(records: list[dict]) -> dict[str, Any]:
+    """The per-token unsupported flag and the verdict (score.py's rules, recomputed from the stored signals) against
+    the labels: token precision and recall of the flag, and verdicts by label."""
+    tp = fp = fn = 0
+    verdicts: dict[str, Counter] = {}
+    for r in records:
+        sig = r["signals"]["retrieval"]
+        echo = [is_echo(c, q) for c, q in zip(sig["copy"], sig["copy_q"])]
+        flag = [is_unsupported(ct, e, c) for ct, e, c in zip(r["content"], echo, sig["copy"])]
+        for f, lab in zip(flag, r["token_labels"]):
+            if lab is not None:
+                tp += f and lab == 1
+                fp += f and lab == 0
+                fn += (not f) and lab == 1
+        keep = [f for f, ct, e in zip(flag, r["content"], echo) if ct and not e]
+        v = "nothing to check" if not keep else ("supported" if not any(keep) else (
+            "partly unsupported" if sum(keep) < 0.5 * len(keep) else "unsupported"))
+        verdicts.setdefault(v, Counter())[{0: "right", 1: "wrong", None: "unlabelled"}[r["label"]]] += 1
+    return {"token_precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "token_recall": round(tp / (tp + fn), 4) if tp + fn else None, "tp": tp, "fp": fp, "fn": fn,
+            "verdicts": {k: dict(v) for k, v in sorted(verdicts.items())}}
 
 
 def _overhead(meta: dict) -> dict | None:

@@ -14,8 +14,9 @@ Tokens that do not count:
   is neither evidence nor invention; their token score, low, says they were copied).
   hallucination_score = mean token_score over counted tokens (over content tokens when none is counted, over
   all tokens when none is content; None for an empty answer)
-A counted token is unsupported when token_score > 0.5; unsupported spans are runs of them (tokens that do not
-count join a run between two unsupported ones), in character offsets of the answer.
+A counted token is unsupported when no head of the set copied it from the context (copy_t = 0: the paper's
+notion, free of the scale of token_score, which differs between models); unsupported spans are runs of them
+(tokens that do not count join a run between two unsupported ones), in character offsets of the answer.
 Verdict: `supported` (no unsupported token), `partly unsupported` (under half of the counted tokens), else
 `unsupported`; `nothing to check` when no token counts (an empty answer, or one that only repeats the question). The variants `copy` (1 - mean copy) and `mass` (1 - mean mass) over the same tokens are reported.
 While streaming, a token's `content` flag sees only the word so far; the report recomputes it on the whole answer.
@@ -29,7 +30,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-UNSUPPORTED_ABOVE = 0.5  # a counted token with token_score above this is unsupported
 VERDICTS = ("supported", "partly unsupported", "unsupported", "nothing to check")
 VARIANTS = ("combined", "copy", "mass")  # answer-level scores per head set; `combined` is the monitor's score
 STOPWORDS = frozenset(
@@ -56,6 +56,10 @@ def token_score(copy: float, copy_q: float, mass: float) -> float:
 
 def is_echo(copy: float, copy_q: float) -> bool:
     return copy_q > copy
+
+
+def is_unsupported(content: bool, echo: bool, copy: float) -> bool:
+    return content and not echo and copy <= 0.0
 
 
 @dataclass
@@ -85,7 +89,7 @@ class TokenRecord:
 
     def recount(self, content: bool) -> None:
         self.content = content
-        self.unsupported = content and not self.echo and self.score > UNSUPPORTED_ABOVE
+        self.unsupported = is_unsupported(content, self.echo, self.copy)
 
 
 def make_token(index: int, token_id: int, text: str, start: int, answer_so_far: str, signals, source: dict | None,

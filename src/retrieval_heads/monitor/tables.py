@@ -59,6 +59,15 @@ def write_tables(path: str | Path, summary: dict[str, Any]) -> Path:
             cells = [_ci(summary["subsets"][k].get(name)) for k in lengths]
             lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
         lines.append("")
+    f = summary.get("flags")
+    if f:
+        lines += ["## The unsupported flag and the verdict", "",
+                  f"Token flag (no retrieval head copied it from the context) against the token labels: precision "
+                  f"{f['token_precision']}, recall {f['token_recall']} (tp {f['tp']}, fp {f['fp']}, fn {f['fn']}).", "",
+                  "| verdict | right | wrong | unlabelled |", "|---|---:|---:|---:|"]
+        for v, c in f["verdicts"].items():
+            lines.append(f"| {v} | {c.get('right', 0)} | {c.get('wrong', 0)} | {c.get('unlabelled', 0)} |")
+        lines.append("")
     if summary.get("overhead"):
         lines += ["## Overhead", "", "```", str(summary["overhead"]), "```", ""]
     path = Path(path)
