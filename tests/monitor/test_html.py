@@ -18,7 +18,7 @@ from retrieval_heads.monitor.prompt import build_prompt
 from retrieval_heads.monitor.score import make_token, report
 from retrieval_heads.monitor.signals import StepSignals
 
-CONTEXT = "The baker sold bread. " + " ".join(["bread"] * 30) + " The key is kept under a loose floor tile."
+CONTEXT = "The baker sold bread. " + " ".join(["bread"] * 400) + " The key is kept under a loose floor tile."
 QUESTION = "What did the baker sell?"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"]
@@ -34,6 +34,10 @@ PROBE = """<script>window.addEventListener('load', () => {
   b.dataset.unsbg = u ? getComputedStyle(u).backgroundColor : '';
   b.dataset.scrollwidth = document.documentElement.scrollWidth;
   b.dataset.viewport = window.innerWidth;
+  b.dataset.pagescroll = Math.round(document.scrollingElement.scrollTop);
+  b.dataset.targettop = t ? Math.round(t.getBoundingClientRect().top) : -1;
+  b.dataset.answertop = Math.round(document.getElementById('answer').getBoundingClientRect().top);
+  b.dataset.height = window.innerHeight;
 });</script>"""
 
 
@@ -92,7 +96,7 @@ def test_page_renders_in_headless_chromium(rep, tmp_path):
     page = write_html(tmp_path / "answer.html", rep, CONTEXT, QUESTION, model="tiny")
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    target = re.search(r'href="#(src-\d+)"', page.read_text()).group(1)
+    target = re.findall(r'href="#(src-\d+)"', page.read_text())[-1]  # the last word of the long context
     common = [exe, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri() + "#" + target],
                          capture_output=True, text=True, timeout=120)
@@ -104,6 +108,8 @@ def test_page_renders_in_headless_chromium(rep, tmp_path):
     assert attrs["target"] == target and attrs["targetbg"] == "rgb(255, 224, 102)"  # the followed source lights up
     assert attrs["unsbg"] == "rgb(255, 179, 179)"
     assert int(attrs["scrollwidth"]) <= int(attrs["viewport"])
+    # following the link scrolled the context box, not the page: the answer and the source are both in view
+    assert int(attrs["pagescroll"]) == 0 and 0 <= int(attrs["answertop"]) < int(attrs["targettop"]) < int(attrs["height"])
     shot = tmp_path / "shot.png"
     subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

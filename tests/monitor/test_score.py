@@ -34,7 +34,7 @@ def test_word_flags_are_per_word_not_per_token():
     assert word_flags(ans, spans) == [False, True, True, True, True, False, False, True, False, False, False, False]
 
 
-def test_echo_tokens_do_not_count_and_spans_join_over_punctuation():
+def test_echo_tokens_do_not_count_and_spans_join_over_punctuation_only():
     ans, toks = _answer([("The", 0.0, 0.0, 0.5), (" key", 0.0, 0.8, 0.6), (" is", 0.0, 0.0, 0.4),
                          (" in", 0.0, 0.0, 0.3), (" Paris", 0.0, 0.0, 0.2), (",", 0.0, 0.0, 0.2),
                          (" France", 0.0, 0.0, 0.1), (" under", 0.9, 0.0, 0.9), (" tile", 0.1, 0.0, 0.2)])
@@ -57,6 +57,8 @@ def test_verdicts():
     assert report(ans, toks, {}, "eos", 5).verdict == "supported"
     ans, toks = _answer([(" Lyon", 0.9, 0.0, 0.9), (" city", 0.8, 0.0, 0.8), (" Paris", 0.0, 0.0, 0.1)])
     assert report(ans, toks, {}, "eos", 5).verdict == "partly unsupported"
+    ans, toks = _answer([(" Paris", 0.0, 0.0, 0.1), (" capital", 0.0, 0.9, 0.5), (" Rome", 0.0, 0.0, 0.1)])
+    assert report(ans, toks, {}, "eos", 5).unsupported == [(0, 6), (14, 19)]  # the echo token ends a span
     ans, toks = _answer([(" capital", 0.0, 0.9, 0.5), (".", 0.0, 0.0, 0.1)])
     rep = report(ans, toks, {}, "eos", 5)
     assert rep.verdict == "nothing to check" and rep.hallucination_score == pytest.approx(token_score(0, 0.9, 0.5))

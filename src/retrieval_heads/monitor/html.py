@@ -1,8 +1,9 @@
 """A static, offline HTML view of one monitored answer: unsupported tokens highlighted, each copied token a link
 to its source span in the context (or the question), the answer's score, verdict and baselines.
 
-One self-contained page: inline CSS, no script, no external resource. A link jumps to the source token, which
-`:target` highlights; hovering a token shows its signals.
+One self-contained page: inline CSS, no script, no external resource. The page is one window high: the answer
+stays at the top and the context box below takes the rest, so a link scrolls only the box to the source token,
+which `:target` highlights; hovering a token shows its signals.
 
 Left out on purpose: several answers per page and interactivity beyond links (the page must work offline, from
 a file, with scripts disabled).
@@ -17,9 +18,10 @@ from typing import Any
 from .score import AnswerReport
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;
-color:#1d1d1f;line-height:1.5}
-h1{font-size:1.3em;margin-bottom:.2em}.meta{color:#555;font-size:.9em}
+html,body{height:100%;margin:0}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:0 auto;padding:0 1em;
+color:#1d1d1f;line-height:1.5;display:flex;flex-direction:column;box-sizing:border-box}
+h1{font-size:1.3em;margin:.6em 0 .2em}.meta{color:#555;font-size:.9em}
 .answer{font-size:1.15em;padding:.8em 1em;border:1px solid #ccc;border-radius:6px;background:#fafafa;
 white-space:pre-wrap;word-wrap:break-word}
 .tok{border-radius:3px}.tok.uns{background:#ffb3b3;box-shadow:0 0 0 1px #d33 inset}
@@ -27,9 +29,11 @@ a.tok.sup{color:inherit;text-decoration:none;border-bottom:2px solid #2a8a2a;bac
 a.tok.echo{color:inherit;text-decoration:none;border-bottom:2px dotted #888}
 .verdict{display:inline-block;padding:.15em .6em;border-radius:4px;font-weight:600}
 .v-supported{background:#dff3df}.v-partly{background:#fff0c2}.v-unsupported{background:#ffd0d0}.v-nothing{background:#eee}
+h2{font-size:1.1em;margin:.6em 0 .3em}
 .context{white-space:pre-wrap;word-wrap:break-word;font-size:.9em;border:1px solid #ddd;border-radius:6px;
-padding:.8em 1em;max-height:28em;overflow-y:auto;background:#fff}
-.src{background:#eef6ee}.src:target{background:#ffe066;outline:2px solid #c90}
+padding:.8em 1em;background:#fff;flex:1 1 auto;min-height:8em;overflow-y:auto;margin-bottom:1em}
+details{font-size:.9em;margin:.2em 0}
+.src{background:#eef6ee;scroll-margin-top:3em}.src:target{background:#ffe066;outline:2px solid #c90}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:.2em .6em;text-align:left}
 .legend span{margin-right:1.2em}
 """
@@ -94,11 +98,11 @@ context by the retrieval heads, 1 = none) &middot; {n_sup} tokens linked to the 
 <div class="answer" id="answer">{"".join(toks)}</div>
 <p class="legend"><span class="tok uns">&nbsp;unsupported&nbsp;</span><span><a class="tok sup">copied from the
 context</a> (click: its source)</span><span><a class="tok echo">repeats the question</a></span></p>
+<details><summary>score variants and baselines</summary>
+<table><tr><th>monitor variant</th><th>score</th></tr>{variants}</table><br>
+<table><tr><th>baseline</th><th>value</th></tr>{base}</table></details>
 <h2>Context</h2>
 <div class="context" id="context">{_marked(context, anchors["context"])}</div>
-<h2>Scores</h2>
-<table><tr><th>monitor variant</th><th>score</th></tr>{variants}</table><br>
-<table><tr><th>baseline</th><th>value</th></tr>{base}</table>
 </body></html>
 """
 

@@ -16,7 +16,8 @@ Tokens that do not count:
   all tokens when none is content; None for an empty answer)
 A counted token is unsupported when no head of the set copied it from the context (copy_t = 0: the paper's
 notion, free of the scale of token_score, which differs between models); unsupported spans are runs of them
-(tokens that do not count join a run between two unsupported ones), in character offsets of the answer.
+(non-content tokens between two unsupported ones join the run; an echo token ends it), in character offsets of
+the answer.
 Verdict: `supported` (no unsupported token), `partly unsupported` (under half of the counted tokens), else
 `unsupported`; `nothing to check` when no token counts (an empty answer, or one that only repeats the question). The variants `copy` (1 - mean copy) and `mass` (1 - mean mass) over the same tokens are reported.
 While streaming, a token's `content` flag sees only the word so far; the report recomputes it on the whole answer.
@@ -132,7 +133,7 @@ def answer_score(copy: list[float], copy_q: list[float], mass: list[float], cont
 def unsupported_spans(tokens: list[TokenRecord]) -> list[tuple[int, int]]:
     """[start, end) character spans of runs of unsupported tokens in the answer."""
     spans: list[list[int]] = []
-    joinable = False  # the last counted token was unsupported: only tokens that do not count since
+    joinable = False  # the last content token was unsupported: only non-content tokens since
     for tok in tokens:
         if tok.unsupported:
             if joinable:
@@ -140,7 +141,7 @@ def unsupported_spans(tokens: list[TokenRecord]) -> list[tuple[int, int]]:
             else:
                 spans.append([tok.start, tok.end])
             joinable = True
-        elif tok.content and not tok.echo:
+        elif tok.content:
             joinable = False
     return [(a, b) for a, b in spans]
 
