@@ -93,4 +93,9 @@ def test_evaluate_on_known_signals(tmp_path):
     assert s["subsets"]["counterfactual"]["lookback[niah->counterfactual]"]["auroc"] < 0.5
     assert "monitor_minus" in s["subsets"]["all"]["mean_logprob"]
     md = (tmp_path / "run" / "tables.md").read_text()
-    assert "SUPERVISED" in md and "## AUROC by length" in md and f"`{MONITOR}`" in md
+    assert "SUPERVISED" in md and "## AUROC by length" in md and f"`{MONITOR}`" in md and "## Goals" in md
+    g = s["goals"]["all"]
+    assert g["auroc"] == row["auroc"] and g["closest_unsupervised"]["name"] != MONITOR
+    assert s["subsets"]["strict"][MONITOR]["n"] == sum(r["judge"]["class"] in ("correct", "hallucinated") for r in recs)
+    for png in ("roc.png", "auroc.png"):
+        assert (tmp_path / "run" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,7 @@
 subset (all labelled answers, NIAH, counterfactual QA, each length; and with degenerate answers counted as
 wrong), for the monitor, its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback
 Lens: answer-level AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision
-at 80% recall, and token-level AUROC. Writes summary.json and tables.md.
+at 80% recall, and token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
 
 Signal names: `<head set>:<variant>` for the monitor's family (`retrieval:combined` is the monitor; head sets
 `retrieval` weighted by score, `retrieval-uniform`, `all`, `random-s<seed>`; variants in `score.VARIANTS`), the
@@ -137,7 +137,8 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
                 if r["id"] in d["tokens"]:
                     t[f"lookback[{key}]"] = d["tokens"][r["id"]]
     names = sorted({k for s in sigs for k in s}, key=lambda n: (n != MONITOR, n.startswith("lookback"), n))
-    subsets = {"all": lambda r: True, **{k: (lambda r, k=k: r["kind"] == k) for k in TASKS}}
+    subsets = {"all": lambda r: True, **{k: (lambda r, k=k: r["kind"] == k) for k in TASKS},
+               "strict": lambda r: r["judge"]["class"] in ("correct", "hallucinated")}
     for length in sorted({r["length"] for r in labelled}):
         subsets[f"length={length}"] = lambda r, n=length: r["length"] == n
     for sub, pick in subsets.items():
@@ -154,9 +155,16 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
     dsigs = [answer_signals(r) for r in deg]
     summary["subsets"]["all+degenerate"] = _table(deg, y, dsigs, [n for n in names if not n.startswith("lookback")],
                                                   True, None)
+    summary["goals"] = _goals(summary["subsets"])
     summary["flags"] = _flags(records)
     summary["overhead"] = _overhead(meta)
     atomic_write_json(run / "summary.json", summary)
+    from .figures import auroc_figure, roc_figure
+
+    model = (meta.get("model") or {}).get("spec") or "model"
+    roc_figure(np.array([r["label"] for r in labelled]), sigs, run / "roc.png",
+               f"{model}: right vs wrong answers, all labelled (n={len(labelled)})")
+    auroc_figure(summary["subsets"], run / "auroc.png", f"{model}: answer-level AUROC")
     from .tables import write_tables
 
     write_tables(run / "tables.md", summary)
@@ -175,6 +183,25 @@ def _counts(records: list[dict]) -> dict[str, Any]:
     cf_wrong = [r for r in records if r["kind"] == "counterfactual" and r["label"] == 1]
     out["counterfactual_wrong_parametric"] = sum(bool(r["parametric"]) for r in cf_wrong)
     out["counterfactual_wrong"] = len(cf_wrong)
+    return out
+
+
+def _goals(subsets: dict[str, dict]) -> dict[str, Any]:
+    """The issue's goals, read off the tables: monitor AUROC >= 0.85; >= 0.05 ahead of every unsupervised baseline
+    (logit baselines, RAUQ, length, the copy-and-mass signals of all heads and of random heads); within 0.05 of the
+    supervised Lookback Lens in-domain, and ahead of it on the other task."""
+    out: dict[str, Any] = {}
+    for sub in ("all", *TASKS):
+        t = subsets.get(sub)
+        if not t or t[MONITOR]["auroc"] is None:
+            continue
+        base = {n: r["monitor_minus"] for n, r in t.items() if "monitor_minus" in r and not n.startswith("lookback")
+                and not n.startswith("retrieval")}
+        closest = min((b for b in base.items() if b[1]["diff"] is not None), key=lambda b: b[1]["diff"], default=None)
+        look = {n: r["monitor_minus"] for n, r in t.items() if n.startswith("lookback") and "monitor_minus" in r}
+        out[sub] = {"auroc": t[MONITOR]["auroc"], "auroc_ci": t[MONITOR]["auroc_ci"],
+                    "closest_unsupervised": closest and {"name": closest[0], **closest[1]},
+                    "minus_lookback": look}
     return out
 
 

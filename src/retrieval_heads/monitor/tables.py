@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MAIN = ("all", "niah", "counterfactual", "all+degenerate")
+MAIN = ("all", "niah", "counterfactual", "strict", "all+degenerate")
 PER_LENGTH = ("retrieval:combined", "retrieval:copy", "all:combined", "random-s0:combined", "mean_logprob",
               "min_logprob", "max_entropy", "rauq", "length")
 
@@ -47,6 +47,17 @@ def write_tables(path: str | Path, summary: dict[str, Any]) -> Path:
              f"{c['counterfactual_wrong_parametric']} of {c['counterfactual_wrong']}.", "",
              "By kind: " + "; ".join(f"{k} {v}" for k, v in c["by_kind"].items()), "",
              "By length: " + "; ".join(f"{k} {v}" for k, v in c["by_length"].items()), ""]
+    goals = summary.get("goals") or {}
+    if goals:
+        lines += ["## Goals", "", "| subset | monitor AUROC [95% CI] | closest unsupervised baseline: monitor - it "
+                  "[95% CI] | monitor - Lookback Lens (SUPERVISED) [95% CI] |", "|---|---|---|---|"]
+        for sub, g in goals.items():
+            c = g["closest_unsupervised"]
+            cc = "-" if not c else f"`{c['name']}` {c['diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+            lk = "; ".join(f"`{k}` {v['diff']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+                           for k, v in g["minus_lookback"].items() if v.get("diff") is not None) or "-"
+            lines.append(f"| {sub} | {g['auroc']:.3f} [{g['auroc_ci'][0]:.3f}, {g['auroc_ci'][1]:.3f}] | {cc} | {lk} |")
+        lines.append("")
     for sub in MAIN:
         rows = summary["subsets"].get(sub)
         if rows:
