@@ -34,7 +34,8 @@ def roc_figure(y: np.ndarray, sigs: list[dict[str, float]], path: str | Path, ti
     ax.set_xlabel("false positive rate (right answers flagged)")
     ax.set_ylabel("true positive rate (wrong answers flagged)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
 
 
