@@ -61,14 +61,12 @@ def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_
     if not lengths or not depths:
         raise RHeadsError("the benchmark needs at least one length and one depth")
     items: list[BenchItem] = []
-    k = 0
     for i, nd in enumerate(get_needles(needles)):
         for li, length in enumerate(lengths):
             for j in range(niah_per_cell):
                 depth = depths[(i + li + j * 2) % len(depths)]
                 items.append(BenchItem(f"niah-{i:02d}-{length}-{depth:g}", "niah", f"n-{i:02d}", length, depth,
                                        nd.question, nd.real_needle, None, nd.needle))
-                k += 1
     for i, f in enumerate(counterfactual_facts()):
         for li, length in enumerate(lengths):
             for j in range(cf_per_cell):
