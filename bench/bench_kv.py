@@ -104,7 +104,8 @@ def run_cell(args, policy: str, length: int, chunk: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--policy", policy, "--length", str(length), "--chunk", str(chunk),
            "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens),
            "--sink", str(args.sink), "--recent", str(args.recent), "--kv-threshold", str(args.kv_threshold),
-           "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed)] + (["--scores", args.scores] if args.scores else [])
+           "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed)]
+    cmd += ["--scores", args.scores] if args.scores else []
     # a fixed mmap threshold makes glibc return big tensors to the OS when freed, so the peak RSS follows what
     # torch really holds instead of the allocator's heap growth
     env = {**os.environ, "TQDM_DISABLE": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -199,8 +200,8 @@ def main() -> None:
     for policy, length, chunk in cells:
         row = done.get((policy, length, chunk)) or run_cell(args, policy, length, chunk)
         result["rows"].append(row)
-        print(f"{policy:<10} {length:>6} chunk {chunk or '-':>5}: " + json.dumps({k: v for k, v in row.items()
-                                                                           if k not in ("policy", "length")}), flush=True)
+        shown = {k: v for k, v in row.items() if k not in ("policy", "length")}
+        print(f"{policy:<10} {length:>6} chunk {chunk or '-':>5}: " + json.dumps(shown), flush=True)
         derive(result["rows"])
         out.write_text(json.dumps(result, indent=1))
     print(table(result["rows"]))

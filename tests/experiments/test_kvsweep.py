@@ -30,7 +30,8 @@ HAYSTACK = word_haystack(200)
 @pytest.fixture(scope="module")
 def tok() -> PreTrainedTokenizerFast:
     needle_text = [f"{n.needle} {n.question}" for n in get_needles("eval")]
-    template = "<context> </context> Based only on the context above, answer the question in a short sentence. Question: Answer:"
+    template = ("<context> </context> Based only on the context above, answer the question in a short sentence. "
+                "Question: Answer:")
     return bpe_tokenizer([HAYSTACK, template, *needle_text], vocab_size=800)
 
 
@@ -95,7 +96,8 @@ def test_niah_records_kv_bytes(model, tok, haystack_file, scores_file, tmp_path)
 def test_niah_with_a_covering_window_answers_as_the_full_cache(model, tok, haystack_file, scores_file, tmp_path):
     run_niah(model, tok, _config(haystack_file), tmp_path / "full", progress=False)
     for kv in ("retrieval", "streaming"):
-        cfg = _config(haystack_file, kv=kv, scores=scores_file, kv_sink=4, kv_recent=300, prefill_chunk=50)
+        cfg = _config(haystack_file, kv=kv, scores=scores_file, kv_sink=4, kv_recent=300, prefill_chunk=50,
+                      kv_prefill="window")
         run_niah(model, tok, cfg, tmp_path / kv, progress=False)
         got, want = _samples(tmp_path / kv), _samples(tmp_path / "full")
         assert [r["response"] for r in got] == [r["response"] for r in want]
@@ -133,6 +135,8 @@ def test_niah_kv_errors(model, tok, haystack_file, scores_file, tmp_path):
     with pytest.raises(RHeadsError, match="sink"):
         run_niah(model, tok, _config(haystack_file, kv="streaming", kv_sink=0, kv_recent=0), tmp_path / "y",
                  progress=False)
+    with pytest.raises(RHeadsError, match="--kv-prefill window"):
+        run_niah(model, tok, _config(haystack_file, kv="streaming", prefill_chunk=64), tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -161,6 +165,8 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
     assert summary["missing"] == []
     rows = {r["arm"]: r for r in summary["arms"]}
     assert rows["full"]["kv_share"] == 1.0 and rows["full"]["n_samples"] == 2
+    full_cfg = json.loads((out / "full" / "config.json").read_text())["config"]
+    assert full_cfg == NiahConfig(model=cfg.model, probe=cfg.probe, max_new_tokens=4, scores=scores_file).to_dict()
     for r in (8,):
         ret, rnd, mat = rows[f"retrieval-r{r}"], rows[f"random-r{r}"], rows[f"streaming-matched-r{r}"]
         assert rnd["kv_share"] == ret["kv_share"] < 1  # the same number of full KV heads: the same bytes

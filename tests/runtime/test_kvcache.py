@@ -73,7 +73,7 @@ def _generate(model, ids, mask, cache, new=6, chunk=None):
 
 # ------------------------------------------------------------------------------------------- the masked oracle
 
-REF: dict = {}  # comp [L, KV] bool, sink, recent, pads [B]
+REF: dict = {}  # comp [L, KV] bool, sink, recent, pads [B], prefill mode, width W (prompt slots), chunk
 
 
 def _ref_attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None, **kwargs):
@@ -92,6 +92,11 @@ def _ref_attention(module, query, key, value, attention_mask, scaling=None, slid
     rank = s - pads
     causal = real & (s <= p)  # [B, q, k]
     window = (s == p) | (causal & ((s >= p - REF["recent"]) | (rank < REF["sink"])))
+    if REF["prefill"] == "full":  # prompt rows see what the cache held when their chunk began, and their chunk
+        chunk = REF["chunk"] or REF["width"]
+        start = (p // chunk) * chunk  # [1, q, 1]
+        held = (s >= start - REF["recent"]) | (rank < REF["sink"])
+        window = torch.where(p < REF["width"], (s == p) | (causal & held), window)
     full_vis = causal | (s == p)
     comp = REF["comp"][module.layer_idx]  # [KV]
     vis = torch.stack([window if comp[h // G] else full_vis for h in range(H)], dim=1)  # [B, H, q, k]
@@ -113,11 +118,12 @@ def _register_ref():
 @pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("family", FAMS)
 def test_same_as_full_cache_when_the_window_covers(family, chunk):
+    """(Both prefill modes: the window covers everything, so they agree.)"""
     ref, ours = _model(family), _model(family, "rheads")
     ids, mask = _batch(30, pads=(0, 5))  # batch 2, one row left-padded
     want_tok, want = _generate(ref, ids, mask, DynamicCache(config=ref.config), chunk=chunk)
-    for full in (_mixed(ours), np.zeros_like(_mixed(ours))):  # retrieval-like map, then streaming (all compressed)
-        cache = RetrievalHeadCache(ours.config, full, sink=4, recent=32)  # 4 + 32 >= 36 slots
+    for full, prefill in ((_mixed(ours), "full"), (_mixed(ours), "window"), (np.zeros_like(_mixed(ours)), "window")):
+        cache = RetrievalHeadCache(ours.config, full, sink=4, recent=32, prefill=prefill)  # 4 + 32 >= 36 slots
         tok, got = _generate(ours, ids, mask, cache, chunk=chunk)
         assert torch.equal(tok, want_tok)
         assert (got - want).abs().max().item() <= 1e-4
@@ -125,15 +131,15 @@ def test_same_as_full_cache_when_the_window_covers(family, chunk):
         assert cache.peak_bytes == full_cache_bytes(ours.config, 35, batch=2)  # nothing dropped, nothing added
 
 
-@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("prefill, chunk", [("window", None), ("window", 7), ("full", None), ("full", 7)])
 @pytest.mark.parametrize("family", FAMS)
-def test_small_window_matches_masked_oracle(family, chunk):
+def test_small_window_matches_masked_oracle(family, prefill, chunk):
     ours, ref = _model(family, "rheads"), _model(family, "kvref")
     ids, mask = _batch(30, pads=(0, 5))
     full = _mixed(ours)
-    REF.update(comp=~full, sink=2, recent=5, pads=[0, 5])
+    REF.update(comp=~full, sink=2, recent=5, pads=[0, 5], prefill=prefill, width=30, chunk=chunk)
     want_tok, want = _generate(ref, ids, mask, DynamicCache(config=ref.config), chunk=chunk)
-    cache = RetrievalHeadCache(ours.config, full, sink=2, recent=5, block=4)  # several blocks per prefill
+    cache = RetrievalHeadCache(ours.config, full, sink=2, recent=5, block=4, prefill=prefill)  # several blocks
     tok, got = _generate(ours, ids, mask, cache, chunk=chunk)
     assert (got - want).abs().max().item() <= 1e-4
     assert torch.equal(tok, want_tok)

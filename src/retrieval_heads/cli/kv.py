@@ -28,7 +28,8 @@ def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                        help="KV cache: full; retrieval (KV heads holding a retrieval head keep everything, the others "
                        "sink + recent tokens; needs --scores); random (as many random KV heads full); streaming (every "
                        "head sink + recent)")
-        p.add_argument("--recent", type=int, default=256, help="recent tokens a compressed KV head keeps (default: 256)")
+        p.add_argument("--recent", type=int, default=256,
+                       help="recent tokens a compressed KV head keeps (default: 256)")
     p.add_argument("--sink", type=int, default=4, help="first tokens a compressed KV head keeps (default: 4)")
     p.add_argument("--kv-threshold", type=float, default=0.1,
                    help="a KV head stays full when a query head of its group scores above it (default: 0.1)")
@@ -36,7 +37,11 @@ def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    help="K > 0: the top K query heads by score are the retrieval heads instead (default: 0)")
     p.add_argument("--kv-seed", type=int, default=0, help="seed of the random policy's draw (default: 0)")
     p.add_argument("--prefill-chunk", type=int, default=0,
-                   help="prefill this many tokens per forward to lower the prefill's peak memory (0: all at once)")
+                   help="prefill this many tokens per forward to lower the prefill's peak memory (0: all at once; "
+                   "needs --kv-prefill window)")
+    p.add_argument("--kv-prefill", default="full", choices=["full", "window"],
+                   help="what compressed KV heads see during prefill: full (everything, then they keep sink + recent) "
+                   "or window (sink + recent already in prefill, StreamingLLM/DuoAttention) (default: full)")
 
 
 def _check(a, recents: list[int]) -> None:
@@ -46,6 +51,9 @@ def _check(a, recents: list[int]) -> None:
                               "(e.g. --sink 4 --recent 256)")
     if a.prefill_chunk < 0:
         raise RHeadsError(f"--prefill-chunk {a.prefill_chunk}: use a positive number of tokens, or 0 for no chunking")
+    if a.prefill_chunk and a.kv_prefill == "full" and getattr(a, "kv", "retrieval") != "full":
+        raise RHeadsError("--prefill-chunk with --kv-prefill full: a chunk cannot attend to the tokens the cache "
+                          "already dropped; add --kv-prefill window, or drop --prefill-chunk")
     if a.kv_top < 0:
         raise RHeadsError(f"--kv-top {a.kv_top}: use a number of query heads >= 1, or 0 to use --kv-threshold")
 
@@ -56,7 +64,7 @@ def kv_kwargs(a) -> dict:
     if a.kv in ("retrieval", "random") and not a.scores:
         raise RHeadsError(f"--kv {a.kv} needs --scores: a scores.json from `rheads detect` on this model")
     return dict(kv=a.kv, kv_sink=a.sink, kv_recent=a.recent, kv_threshold=a.kv_threshold, kv_top=a.kv_top,
-                kv_seed=a.kv_seed, prefill_chunk=a.prefill_chunk)
+                kv_seed=a.kv_seed, prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill)
 
 
 def _recents(spec: str) -> list[int]:
@@ -84,7 +92,8 @@ def cmd_kv_sweep(a) -> None:
     config = KVSweepConfig(model=mc, probe=probe_config(a, seed=a.needle_seed), scores=a.scores, policies=policies,
                            sink=a.sink, recent=recents, matched_streaming=not a.no_matched,
                            kv_threshold=a.kv_threshold, kv_top=a.kv_top, kv_seed=a.kv_seed,
-                           prefill_chunk=a.prefill_chunk, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop))
+                           prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill, max_new_tokens=a.max_new_tokens,
+                           stop=parse_list(a.stop))
     summary = run_kv_sweep(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
                            batch_size=a.batch_size)
     print(format_table(summary))

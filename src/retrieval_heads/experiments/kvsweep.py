@@ -1,7 +1,8 @@
 """The KV budget sweep: NIAH on one grid under every KV-cache policy and window, against the KV bytes kept.
 
 `run_kv_sweep(model, tokenizer, config, out)` runs, on one loaded model, one `niah.run_niah` directory per arm:
-- `full/`: the full cache (the reference);
+- `full/`: the full cache (the reference; its NIAH config leaves the KV fields at their defaults, so sweeps of
+  one model and grid can share it);
 - `{policy}-r{R}/` for each policy in `config.policies` other than full and each recent window R in
   `config.recent` (sink `config.sink` for all): retrieval, random (the same number of full KV heads, drawn from
   the non-retrieval ones), streaming (every head on sink + R);
@@ -64,14 +65,21 @@ class KVSweepConfig(Config):
     kv_top: int = 0
     kv_seed: int = 0
     prefill_chunk: int = 0
+    kv_prefill: str = "full"  # see NiahConfig
     max_new_tokens: int = 32
     stop: list[str] | None = None  # see NiahConfig
 
     def niah(self, kv: str, recent: int, lengths: list[int] | None = None) -> NiahConfig:
+        """The NIAH config of one arm; the full arm keeps NiahConfig's KV defaults (it ignores them), so sweeps
+        of one grid and model share it."""
         probe = self.probe if lengths is None else dataclasses.replace(self.probe, lengths=lengths)
-        return NiahConfig(model=self.model, probe=probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
-                          stop=self.stop, kv=kv, kv_sink=self.sink, kv_recent=recent, kv_threshold=self.kv_threshold,
-                          kv_top=self.kv_top, kv_seed=self.kv_seed, prefill_chunk=self.prefill_chunk)
+        base = NiahConfig(model=self.model, probe=probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
+                          stop=self.stop)
+        if kv == "full":
+            return base
+        return dataclasses.replace(base, kv=kv, kv_sink=self.sink, kv_recent=recent, kv_threshold=self.kv_threshold,
+                                   kv_top=self.kv_top, kv_seed=self.kv_seed, prefill_chunk=self.prefill_chunk,
+                                   kv_prefill=self.kv_prefill)
 
 
 @dataclass
@@ -176,7 +184,8 @@ def arm_row(arm: Arm, config: KVSweepConfig, out: Path) -> dict[str, Any] | None
         return {str(k): round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
 
     return {
-        "arm": arm.name, "policy": arm.policy, "recent": arm.recent, "sink": None if arm.policy == "full" else config.sink,
+        "arm": arm.name, "policy": arm.policy, "recent": arm.recent,
+        "sink": None if arm.policy == "full" else config.sink,
         "windows": {str(k): v for k, v in windows.items()} if arm.policy == "streaming-matched" else None,
         "n_samples": len(recs), "mean_score": round(float(np.mean(scores)), 2), "ci95": bootstrap_ci(scores),
         "kv_share": round(float(np.mean(shares)), 4) if shares else None,

@@ -18,8 +18,9 @@ template, no needle, not the eval prompts); how is recorded under `mean_referenc
 Samples are decoded `batch_size` at a time, left-padded (grid order keeps equal lengths together).
 
 `kv` picks the KV cache (`runtime/kvpolicy.py`: full, retrieval, random, streaming; `kv_sink`, `kv_recent`,
-`kv_threshold`, `kv_top`, `kv_seed`, `prefill_chunk`); each record and summary.json gain `kv_bytes` (the most the
-cache held) and `kv_bytes_full` (what the full cache holds for the same prompts), the summary `kv_policy`.
+`kv_threshold`, `kv_top`, `kv_seed`, `prefill_chunk`, `kv_prefill`); each record and summary.json gain
+`kv_bytes` (the most the cache held) and `kv_bytes_full` (what the full cache holds for the same prompts), the
+summary `kv_policy`.
 
 Left out on purpose: sampling (greedy only),
 LLM-judged scoring, and checking whether a hallucination is copied from the haystack.
@@ -84,6 +85,7 @@ class NiahConfig(Config):
     kv_top: int = 0  # retrieval/random: > 0 uses the top K query heads instead of the threshold
     kv_seed: int = 0  # random: seed of the draw
     prefill_chunk: int = 0  # tokens per prefill forward (0: the whole prompt at once)
+    kv_prefill: str = "full"  # compressed heads in prefill: full (attend everything, then compress) or window
 
 
 
@@ -157,7 +159,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
         atomic_write_json(out / "summary.json", summary)
         title = f"{model_name(model)}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
         if config.kv != "full":
-            title += f", KV {config.kv} (sink {config.kv_sink}, recent {config.kv_recent})"
+            title += f", KV {config.kv} (sink {config.kv_sink}, recent {config.kv_recent}, {config.kv_prefill} prefill)"
         niah_heatmap(results, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
         class_mix_plot(results, out / "classes.png", title)
     return summary

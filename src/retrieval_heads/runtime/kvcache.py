@@ -14,6 +14,8 @@ Build one per `generate` call: `RetrievalHeadCache.from_scores(model, scores, si
 Bytes: `nbytes()` is what the cache holds now (keys and values of every layer), `peak_bytes` the most it
 held; `expected_bytes` and `full_cache_bytes` are the analytic formulas the tests check them against.
 
+Prefill: `prefill="full"` (default) runs the prompt's prefill with full attention in every head and keeps sink +
+recent of it; `prefill="window"` applies the sink + recent pattern during prefill too (`kvlayer.py`).
 Chunked prefill: `prefill_chunking(model, n)` sets `generation_config.prefill_chunk_size` for the duration
 (transformers' generate then prefills n tokens per forward). Without it the prefill's peak is the model's
 activations for the whole prompt plus one layer's uncompressed keys and values (the k/v projection of the prompt)
@@ -50,14 +52,15 @@ class RetrievalHeadCache(Cache):
     """A `Cache` whose full-attention layers keep the full history only for the KV heads marked in `full_heads`
     ([L, KV] bool); see the module docstring. Build one per `generate` call."""
 
-    def __init__(self, config, full_heads: np.ndarray, sink: int = 4, recent: int = 256, block: int = 512):
+    def __init__(self, config, full_heads: np.ndarray, sink: int = 4, recent: int = 256, block: int = 512,
+                 prefill: str = "full"):
         check_window(sink, recent)
         text = config.get_text_config(decoder=True)
         L, KV = text.num_hidden_layers, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
         full_heads = np.asarray(full_heads, dtype=bool)
         if full_heads.shape != (L, KV):
-            raise RHeadsError(f"the KV-head map has shape {tuple(full_heads.shape)} but the model has {L} layers x {KV} "
-                              "KV heads: build it for this model")
+            raise RHeadsError(f"the KV-head map has shape {tuple(full_heads.shape)} but the model has {L} layers x "
+                              f"{KV} KV heads: build it for this model")
         from transformers.cache_utils import get_layer_types_and_kwargs
 
         types, kwargs = get_layer_types_and_kwargs(text)
@@ -66,31 +69,32 @@ class RetrievalHeadCache(Cache):
             if t == FULL_TYPE:
                 full = [int(h) for h in np.nonzero(full_heads[l])[0]]
                 layers.append(DynamicLayer() if len(full) == KV else
-                              RetrievalHeadLayer(full, KV, sink, recent, block=block))
+                              RetrievalHeadLayer(full, KV, sink, recent, block=block, prefill=prefill))
             elif t in SLIDING_TYPES:
                 layers.append(DynamicSlidingWindowLayer(**kw))
             else:
                 raise RHeadsError(f"layer {l} of this model is a '{t}' layer: the retrieval-head cache supports "
                                   "full-attention and sliding-window layers only; use --kv full")
         super().__init__(layers=layers)
-        self.full_heads, self.sink, self.recent = full_heads, int(sink), int(recent)
+        self.full_heads, self.sink, self.recent, self.prefill = full_heads, int(sink), int(recent), prefill
         self.layer_types = list(types)
         self._peak = 0
 
     @classmethod
     def from_scores(cls, model, scores, sink: int = 4, recent: int = 256, *, policy: str = "retrieval",
-                    threshold: float = 0.1, top: int = 0, seed: int = 0) -> "RetrievalHeadCache":
+                    threshold: float = 0.1, top: int = 0, seed: int = 0, prefill: str = "full") -> "RetrievalHeadCache":
         """The cache of a policy (`kvpolicy.POLICIES`) drawn from retrieval scores: a HeadScores, a scores.json
         path or an [L, H] array. A KV head stays full when a query head of its group is a retrieval head (score
         above `threshold`, or among the `top` best when top > 0)."""
         from .kvpolicy import make_policy
 
-        return make_policy(policy, scores, threshold=threshold, top=top, seed=seed).cache(model, sink, recent)
+        return make_policy(policy, scores, threshold=threshold, top=top, seed=seed).cache(model, sink, recent, prefill)
 
     @classmethod
-    def from_policy(cls, model, policy, sink: int = 4, recent: int = 256) -> "RetrievalHeadCache":
+    def from_policy(cls, model, policy, sink: int = 4, recent: int = 256,
+                    prefill: str = "full") -> "RetrievalHeadCache":
         check_kv_model(model)
-        return cls(model.config, policy.full_kv_heads(model), sink, recent)
+        return cls(model.config, policy.full_kv_heads(model), sink, recent, prefill=prefill)
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         out = super().update(key_states, value_states, layer_idx, *args, **kwargs)
@@ -121,8 +125,8 @@ def cache_bytes(cache) -> int:
 
 def check_window(sink: int, recent: int) -> None:
     if sink < 0 or recent < 0 or sink + recent < 1:
-        raise RHeadsError(f"--sink {sink} and --recent {recent}: both must be >= 0 and sink + recent >= 1 (e.g. --sink 4 "
-                          "--recent 256)")
+        raise RHeadsError(f"--sink {sink} and --recent {recent}: both must be >= 0 and sink + recent >= 1 (e.g. "
+                          "--sink 4 --recent 256)")
 
 
 def check_kv_model(model) -> None:

@@ -13,9 +13,17 @@ with
 "real" meaning not padding, read from the diagonal of the mask transformers built (a padded token does not see
 itself). So a query sees at most sink + recent + 1 keys, and once the row is longer than sink + recent the
 layer holds exactly sink + recent slots per compressed head; when sink + recent covers the whole sequence
-nothing is dropped and the output is the full cache's. A multi-token call (prefill or a prefill chunk) runs the
-compressed heads in query blocks (`block` rows), each over the stored slots, the sinks among the new tokens and
-the new tokens of its window, so the compressed heads never build a [q, q] score matrix. Query head h belongs
+nothing is dropped and the output is the full cache's.
+`prefill` says what the compressed heads see in a multi-token call (a prefill or a prefill chunk):
+- "full" (default): everything the layer holds plus the call's tokens, causally (compress after prefill, as
+  SnapKV and HeadKV do). A whole-prompt prefill is then exactly the full cache's attention; the layer keeps sink
+  + recent of it. A chunk of a chunked prefill sees only what is still held (sinks, recent, itself);
+- "window": the sink + recent pattern above, in prefill as in decoding (StreamingLLM, DuoAttention's streaming
+  heads); the prefill then costs O(q (sink + recent)) for those heads.
+Decoding steps (one token) always use the sink + recent pattern. Other than a whole-prompt "full" prefill (SDPA,
+as the full cache), a multi-token call runs the compressed heads in query blocks (`block` rows), each over the
+stored slots, the sinks among the new tokens and the new tokens of its window (all of them when the call sees
+everything), so no [q, q] mask is built for them at once. Query head h belongs
 to KV head h // (H // KV) (repeat_kv order); the G query heads of a KV head share one SDPA call ([B, C, G*q, D]
 against [B, C, k, D]), with no repeat_kv copy. The compressed heads' state is committed after the attention (it
 needs the padding read from the mask); a second `update` before that is refused (the model does not run the
@@ -36,6 +44,7 @@ from ..errors import RHeadsError
 from .attention import ATTN_NAME
 
 _NO_RANK = 1 << 62  # rank of a padded slot or an empty sink entry: never a sink
+PREFILL_MODES = ("full", "window")  # what compressed heads see in a multi-token call (module docstring)
 
 
 def _as_index(heads: list[int]) -> slice | list[int]:
@@ -65,13 +74,17 @@ class RetrievalHeadLayer(CacheLayerMixin):
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, full: list[int], num_kv_heads: int, sink: int, recent: int, block: int = 512):
+    def __init__(self, full: list[int], num_kv_heads: int, sink: int, recent: int, block: int = 512,
+                 prefill: str = "full"):
         super().__init__()
         self.full = sorted(int(h) for h in full)
         self.comp = [h for h in range(num_kv_heads) if h not in set(self.full)]
         if not self.comp:
             raise ValueError("RetrievalHeadLayer needs at least one compressed KV head (use a DynamicLayer)")
         self.num_kv_heads, self.sink, self.recent, self.block = num_kv_heads, int(sink), int(recent), int(block)
+        if prefill not in PREFILL_MODES:
+            raise RHeadsError(f"unknown KV prefill mode '{prefill}': use one of {', '.join(PREFILL_MODES)}")
+        self.prefill = prefill
         self.seen = 0  # slots processed (the sequence length the model sees)
         self.pending: SplitKV | None = None
         self._clear()
@@ -205,10 +218,10 @@ class RetrievalHeadLayer(CacheLayerMixin):
         self.sinks_done = bool(got.all())
 
     def _attend_compressed(self, qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, real: torch.Tensor, first: int,
-                           scaling: float) -> torch.Tensor:
-        """Attention of the compressed heads' queries qc [B, C*G, q, D] over sinks + window; commits the state.
-        kc, vc [B, C, q, D]: this call's new slots first .. first + q - 1; real [B, q]: which are not padding.
-        Returns [B, q, C*G, D]."""
+                           scaling: float, module=None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of the compressed heads' queries qc [B, C*G, q, D] over sinks + window (or, in a multi-token
+        call with prefill "full", everything held); commits the state. kc, vc [B, C, q, D]: this call's new slots
+        first .. first + q - 1; real [B, q]: which are not padding. Returns [B, q, C*G, D]."""
         B, CG, q, D = qc.shape
         C = kc.shape[1]
         G = CG // C
@@ -223,7 +236,12 @@ class RetrievalHeadLayer(CacheLayerMixin):
         valid = torch.cat([self.cvalid, real], dim=1)
         all_real = self.all_real and bool(real.all())
         out = qc.new_empty(B, q, CG, qc.shape[-1] if vc.shape[-1] == D else vc.shape[-1])  # [B, q, C*G, Dv]
-        if q == 1 and all_real:  # decoding without padding: every stored entry is visible (sinks + window + self)
+        see_all = self.prefill == "full" and q > 1
+        if see_all and m == 0 and first == 0:  # a whole-prompt prefill: the full cache's own attention
+            from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+            out, _ = sdpa_attention_forward(module, qc, kc, vc, attention_mask, dropout=0.0, scaling=scaling)
+        elif q == 1 and all_real:  # decoding without padding: every stored entry is visible (sinks + window + self)
             qp = qc.reshape(B, C, G, D)  # [B, C*G, 1, D] -> [B, C, G, D]
             o = torch.nn.functional.scaled_dot_product_attention(qp, keys, values, scale=scaling)  # [B, C, G, Dv]
             out[:, 0] = o.reshape(B, CG, -1)
@@ -234,7 +252,7 @@ class RetrievalHeadLayer(CacheLayerMixin):
             hs = int(cols[-1]) + 1 if cols.numel() else 0
             for i0 in range(0, q, self.block):
                 i1 = min(q, i0 + self.block)
-                lo = max(0, i0 - self.recent)  # the window of row i0 starts at new entry i0 - recent
+                lo = 0 if see_all else max(0, i0 - self.recent)  # row i0's window starts at new entry i0 - recent
                 if hs >= lo:
                     sel = slice(0, m + i1)
                     k_b, v_b, pos_b, rank_b, valid_b = keys[:, :, sel], values[:, :, sel], pos[:, sel], rank[:, sel], \
@@ -246,7 +264,7 @@ class RetrievalHeadLayer(CacheLayerMixin):
                     pos_b, rank_b, valid_b = (torch.cat([t[:, s] for s in runs], dim=1) for t in (pos, rank, valid))
                 p = new_pos[:, i0:i1, None]  # [B, r, 1] query slots
                 s_, r_, v_ = pos_b[:, None, :], rank_b[:, None, :], valid_b[:, None, :]  # [B, 1, k]
-                vis = (s_ == p) | (v_ & (s_ <= p) & ((s_ >= p - self.recent) | (r_ < self.sink)))  # [B, r, k]
+                vis = (s_ == p) | (v_ & (s_ <= p) & (see_all | (s_ >= p - self.recent) | (r_ < self.sink)))  # [B, r, k]
                 r = i1 - i0
                 qb = qc[:, :, i0:i1].reshape(B, C, G * r, D)  # [B, C*G, r, D] -> [B, C, G*r, D]
                 mask = vis[:, None, None].expand(B, 1, G, r, vis.shape[-1]).reshape(B, 1, G * r, -1)  # [B, 1, G*r, k]
@@ -296,7 +314,8 @@ class SplitKV:
         qv = query.reshape(B, KV, G, q, D)  # [B, H, q, D] -> [B, KV, G, q, D] (repeat_kv order)
         real = _real_slots(attention_mask, self.first, q, B, query.device)  # [B, q]
         qc = _take(qv, layer._comp_idx).reshape(B, -1, q, D)  # [B, C, G, q, D] -> [B, C*G, q, D]
-        oc = layer._attend_compressed(qc, self.kc, self.vc, real, self.first, scaling)  # [B, q, C*G, Dv]
+        oc = layer._attend_compressed(qc, self.kc, self.vc, real, self.first, scaling, module,
+                                      attention_mask)  # [B, q, C*G, Dv]
         if not layer.full:
             return oc, None
         qf = _take(qv, layer._full_idx).reshape(B, -1, q, D)  # [B, F*G, q, D]

@@ -26,6 +26,7 @@ from ..errors import RHeadsError
 from ..heads.masks import check_dims
 from ..heads.scores import HeadScores
 from .kvcache import FULL_TYPE, RetrievalHeadCache, check_kv_model, check_window, layer_types
+from .kvlayer import PREFILL_MODES
 
 
 def kv_dims(model) -> tuple[int, int, int]:
@@ -79,14 +80,14 @@ class KVPolicy:
             d["kv_heads"] = int(full[usable].size)
         return d
 
-    def cache(self, model, sink: int = 4, recent: int = 256):
-        """A fresh cache for one generate call."""
+    def cache(self, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
+        """A fresh cache for one generate call (`prefill`: see kvlayer.py)."""
         check_window(sink, recent)
-        return RetrievalHeadCache.from_policy(model, self, sink, recent)
+        return RetrievalHeadCache.from_policy(model, self, sink, recent, prefill)
 
-    def factory(self, sink: int = 4, recent: int = 256) -> "CacheFactory":
+    def factory(self, sink: int = 4, recent: int = 256, prefill: str = "full") -> "CacheFactory":
         check_window(sink, recent)
-        return CacheFactory(self, sink, recent)
+        return CacheFactory(self, sink, recent, prefill)
 
 
 class FullPolicy(KVPolicy):
@@ -98,7 +99,7 @@ class FullPolicy(KVPolicy):
         L, _, KV = kv_dims(model)
         return np.ones((L, KV), dtype=bool)
 
-    def cache(self, model, sink: int = 4, recent: int = 256):
+    def cache(self, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
         from transformers import DynamicCache
 
         return DynamicCache(config=model.config)
@@ -191,8 +192,10 @@ class CacheFactory:
     """`decoding.generate_batch`'s `cache` argument: (model, batch size) -> a fresh cache of the policy; keeps the
     last one it made, so the caller can read what it held (`last.peak_bytes`)."""
 
-    def __init__(self, policy: KVPolicy, sink: int, recent: int):
-        self.policy, self.sink, self.recent = policy, int(sink), int(recent)
+    def __init__(self, policy: KVPolicy, sink: int, recent: int, prefill: str = "full"):
+        if prefill not in PREFILL_MODES:
+            raise RHeadsError(f"unknown --kv-prefill '{prefill}': use one of {', '.join(PREFILL_MODES)}")
+        self.policy, self.sink, self.recent, self.prefill = policy, int(sink), int(recent), prefill
         self.last = None
         self._full: np.ndarray | None = None
 
@@ -209,7 +212,7 @@ class CacheFactory:
             if self._full is None:  # the map depends only on the model: compute once
                 check_kv_model(model)
                 self._full = self.policy.full_kv_heads(model)
-            self.last = RetrievalHeadCache(model.config, self._full, self.sink, self.recent)
+            self.last = RetrievalHeadCache(model.config, self._full, self.sink, self.recent, prefill=self.prefill)
         return self.last
 
     def held_bytes(self) -> int:
@@ -234,13 +237,17 @@ class CacheFactory:
 
 
 def kv_factory(config, model, masked: bool = False) -> CacheFactory:
-    """The cache factory of a run config with fields kv, scores, kv_sink, kv_recent, kv_threshold, kv_top, kv_seed
-    (NIAH, kv-sweep), checked against the model before any work. `masked`: heads are ablated in this run."""
+    """The cache factory of a run config with fields kv, scores, kv_sink, kv_recent, kv_threshold, kv_top, kv_seed,
+    kv_prefill, prefill_chunk (NIAH, kv-sweep), checked against the model before any work. `masked`: heads are
+    ablated in this run."""
     if masked and config.kv != "full":
         raise RHeadsError(f"--kv {config.kv} with a head mask: ablation needs the full cache; use one of the two")
+    if config.kv != "full" and config.prefill_chunk and config.kv_prefill == "full":
+        raise RHeadsError("--prefill-chunk with --kv-prefill full: a chunk cannot attend to the tokens the cache "
+                          "already dropped; use --kv-prefill window with chunks, or no chunks")
     policy = make_policy(config.kv, config.scores, threshold=config.kv_threshold, top=config.kv_top,
                          seed=config.kv_seed)
-    factory = policy.factory(config.kv_sink, config.kv_recent)
+    factory = policy.factory(config.kv_sink, config.kv_recent, config.kv_prefill)
     factory.check(model)
     return factory
 
@@ -262,7 +269,8 @@ def kv_summary(records: list[dict], config, model=None) -> dict:
             full.append(b)
     policy = {"kv_policy": config.kv}
     if config.kv != "full":
-        policy.update(kv_sink=config.kv_sink, kv_recent=config.kv_recent, kv_threshold=config.kv_threshold,
+        policy.update(kv_sink=config.kv_sink, kv_recent=config.kv_recent, kv_prefill=config.kv_prefill,
+                      kv_threshold=config.kv_threshold,
                       kv_top=config.kv_top, **({"kv_seed": config.kv_seed} if config.kv == "random" else {}))
         if model is not None:
             policy.update({k: v for k, v in make_policy(config.kv, config.scores, threshold=config.kv_threshold,
