@@ -13,7 +13,8 @@ chunks of --prefill-chunk tokens), then decodes --new-tokens tokens greedily one
   decode_ms       milliseconds per decoded token (mean over the steps after the first)
 Derived per row against the full cache at the same length: the share of KV bytes saved, decode time ratio, and
 how much of the KV saving shows up in the peak (rss_drop / kv_saved). The chunked rows (--chunk-lengths) say
-what chunked prefill does to the peak.
+what chunked prefill does to the peak; they run the compressed heads' window pattern in prefill too (--kv-prefill
+window: a chunk cannot attend to what the cache dropped), the unchunked rows --kv-prefill (default full).
 
   python bench/bench_kv.py --model smollm2-135m --scores docs/runs/smollm2/scores.json --lengths 2000,4000,8000
   python bench/bench_kv.py --model qwen2.5-coder-0.5b --scores docs/runs/qwen/scores.json \\
@@ -61,7 +62,8 @@ def child(args) -> None:
         from transformers import DynamicCache
 
         model(input_ids=ids[:, :16], cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
-    cache = policy.cache(model, args.sink, args.recent)
+    kv_prefill = "window" if args.chunk else args.kv_prefill  # a chunk cannot see what the cache dropped
+    cache = policy.cache(model, args.sink, args.recent, kv_prefill)
     cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -97,6 +99,7 @@ def child(args) -> None:
     print(json.dumps({"prompt_tokens": ids.shape[1], "kv_bytes": held, "kv_bytes_full": full,
                       "peak_mib": round(peak / 2**20, 1), "prefill_s": round(prefill_s, 2),
                       "decode_ms": round(1000 * sum(steps[1:]) / max(1, len(steps) - 1), 2),
+                      "kv_prefill": None if args.policy == "full" else kv_prefill,
                       "full_kv_heads": policy.describe(model).get("full_kv_heads")}))
 
 
@@ -104,7 +107,7 @@ def run_cell(args, policy: str, length: int, chunk: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--policy", policy, "--length", str(length), "--chunk", str(chunk),
            "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens),
            "--sink", str(args.sink), "--recent", str(args.recent), "--kv-threshold", str(args.kv_threshold),
-           "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed)]
+           "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed), "--kv-prefill", args.kv_prefill]
     cmd += ["--scores", args.scores] if args.scores else []
     # a fixed mmap threshold makes glibc return big tensors to the OS when freed, so the peak RSS follows what
     # torch really holds instead of the allocator's heap growth
@@ -170,6 +173,8 @@ def main() -> None:
     ap.add_argument("--kv-threshold", type=float, default=0.1)
     ap.add_argument("--kv-top", type=int, default=0)
     ap.add_argument("--kv-seed", type=int, default=0)
+    ap.add_argument("--kv-prefill", default="full", choices=["full", "window"],
+                    help="compressed heads in an unchunked prefill (chunked rows always use window)")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--out", default=None, help="default: bench/results/kv_<model>.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -190,11 +195,13 @@ def main() -> None:
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "sink": args.sink, "recent": args.recent,
               "kv_threshold": args.kv_threshold, "kv_top": args.kv_top, "kv_seed": args.kv_seed,
+              "kv_prefill": args.kv_prefill,
               "new_tokens": args.new_tokens, "command": " ".join(sys.argv), "rows": []}
     done = {}
     if out.exists():  # resume: keep the cells already measured with the same settings
         old = json.loads(out.read_text())
-        if all(old.get(k) == result[k] for k in ("model", "scores", "sink", "recent", "new_tokens", "device", "dtype")):
+        if all(old.get(k) == result[k] for k in ("model", "scores", "sink", "recent", "new_tokens", "device", "dtype",
+                                                  "kv_prefill")):
             done = {(r["policy"], r["length"], r["prefill_chunk"]): r for r in old["rows"] if "error" not in r}
     out.parent.mkdir(parents=True, exist_ok=True)
     for policy, length, chunk in cells:

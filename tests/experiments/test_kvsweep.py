@@ -88,6 +88,9 @@ def test_niah_records_kv_bytes(model, tok, haystack_file, scores_file, tmp_path)
         T = r["prompt_length"] + r["new_tokens"] - 1
         assert r["kv_bytes"] == expected_bytes(model.config, kmap, T, 2, 16)
         assert r["kv_bytes_full"] == full_cache_bytes(model.config, T)
+    from retrieval_heads.cli.kv import kv_line
+
+    assert "retrieval (sink 2, recent 16, full prefill): held at most" in kv_line(ret)
     on_disk = json.loads((tmp_path / "ret" / "summary.json").read_text())
     assert {"kv_policy", "kv_bytes", "kv_bytes_full", "mean_score", "kv_share"} <= set(on_disk)
     assert 0 < on_disk["kv_share"] < 1

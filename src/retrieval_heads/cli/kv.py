@@ -67,6 +67,17 @@ def kv_kwargs(a) -> dict:
                 kv_seed=a.kv_seed, prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill)
 
 
+def kv_line(summary: dict) -> str:
+    """One line on the KV cache of a NIAH summary: policy, the most it held against the full cache."""
+    held, full = summary.get("kv_bytes"), summary.get("kv_bytes_full")
+    if not held or not full:
+        return f"KV cache: {summary.get('kv_policy', 'full')}"
+    extra = "" if summary.get("kv_policy") == "full" else \
+        f" (sink {summary['kv_sink']}, recent {summary['kv_recent']}, {summary['kv_prefill']} prefill)"
+    return (f"KV cache: {summary['kv_policy']}{extra}: held at most {held / 2**20:.1f} MiB against "
+            f"{full / 2**20:.1f} MiB for the full cache; {100 * summary['kv_share']:.1f}% kept on average")
+
+
 def _recents(spec: str) -> list[int]:
     try:
         out = [int(x) for x in spec.split(",") if x.strip()]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..runtime.ablation import ABLATION_MODES
 from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, sweep_kwargs
-from .kv import add_kv_args, kv_kwargs
+from .kv import add_kv_args, kv_kwargs, kv_line
 
 _DEFAULT_KS = "0,5,10,20,50,100"
 
@@ -52,6 +52,7 @@ def cmd_niah(a) -> None:
                         mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **kv)
     summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_summary(summary))
+    print(kv_line(summary))
     print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
 
 
