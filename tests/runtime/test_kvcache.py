@@ -246,8 +246,12 @@ def test_from_scores_and_factory(tmp_path):
     hs.save(tmp_path / "scores.json")
     cache = RetrievalHeadCache.from_scores(model, str(tmp_path / "scores.json"), sink=4, recent=8)
     assert np.array_equal(cache.full_heads, RetrievalPolicy(m).full_kv_heads(model))
-    f = CacheFactory(make_policy("streaming"), 4, 8)
     ids, mask = _batch(30)
+    with torch.no_grad():  # the spelling: past_key_values=
+        model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0,
+                       past_key_values=cache)
+    assert cache.get_seq_length() == 32 and cache.peak_bytes == expected_bytes(model.config, cache.full_heads, 32, 4, 8)
+    f = CacheFactory(make_policy("streaming"), 4, 8)
     _generate(model, ids, mask, f(model, 1))
     assert f.held_bytes() == expected_bytes(model.config, np.zeros_like(m[:, :2], dtype=bool), 35, 4, 8)
 
