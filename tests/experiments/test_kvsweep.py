@@ -178,7 +178,7 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
         assert set(mat["windows"]) == {"160", "220"} and mat["n_samples"] == 2
     rnd_map = RandomPolicy(scores_file).full_kv_heads(model)
     assert rnd_map.sum() == 3
-    assert (out / "budget.png").stat().st_size > 1000
+    assert (out / "budget.png").stat().st_size > 1000 and (out / "heatmaps.png").stat().st_size > 1000
     assert (out / "streaming-matched-r8" / "len160" / "summary.json").exists()
     assert "retrieval-r8" in format_table(summary)
     again = run_kv_sweep(model, tok, cfg, out, progress=False)  # all done: resumes to the same rows

@@ -15,8 +15,8 @@ resumes; `only` runs some arms (processes sharing `out` can split the work).
 Outputs in `out`: config.json, summary.json (`arms`: one row per arm with the policy, window, `kv_share` (mean
 per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the most held over the samples),
 `mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes;
-`missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one curve per policy;
-`viz/kv.py`).
+`missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one curve per policy) and
+heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
 
 Left out on purpose: timing and memory (bench/bench_kv.py measures them side by side in one process), and
 several random seeds per window (one draw, `kv_seed`).
@@ -42,7 +42,7 @@ from ..runtime.kvcache import check_window, expected_bytes
 from ..runtime.kvpolicy import POLICIES, make_policy
 from ..scoring.judge import RESPONSE_CLASSES
 from ..version import FORMAT_VERSION, __version__
-from ..viz.kv import budget_plot
+from ..viz.kv import arm_heatmaps, budget_plot
 from .niah import NiahConfig, run_niah
 
 ARM_POLICIES = ("full", "retrieval", "random", "streaming")
@@ -210,6 +210,10 @@ def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[s
     if rows:
         budget_plot(rows, out / "budget.png", f"{config.model.model}: NIAH mean vs share of KV bytes kept "
                     f"(sink {config.sink}, lengths {','.join(str(n) for n in config.probe.lengths)})")
+        by_arm = {r["arm"]: r for r in rows}
+        panels = [(f"{a.name} ({100 * by_arm[a.name]['kv_share']:.0f}% KV)",
+                   [x for sub, _ in a.parts for x in _records(out / sub)]) for a in arms if a.name in by_arm]
+        arm_heatmaps(panels, out / "heatmaps.png", f"{config.model.model}: NIAH per arm")
     return summary
 
 

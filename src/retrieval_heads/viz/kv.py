@@ -1,4 +1,5 @@
-"""KV-cache figures: the budget sweep (NIAH mean against the share of KV bytes kept, one curve per policy).
+"""KV-cache figures: the budget sweep (NIAH mean against the share of KV bytes kept, one curve per policy) and the
+NIAH heatmaps of every arm side by side.
 
 Left out on purpose: timing and memory plots (bench/bench_kv.py writes tables), and significance marks; the
 bootstrap intervals are drawn, the reader judges.
@@ -46,3 +47,38 @@ def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     ax.set_title(title + "\nerror bars: bootstrap 95% intervals; r: recent window (matched: the retrieval arm's)",
                  fontsize=8)
     return save_figure(fig, path)
+
+
+def arm_heatmaps(arms: list[tuple[str, list[dict]]], path: str | Path, title: str) -> Path:
+    """One depth x length NIAH heatmap per arm (title, sample records), side by side on one colour scale."""
+    plt = pyplot()
+    lengths = sorted({r["length"] for _, recs in arms for r in recs})
+    depths = sorted({r["depth"] for _, recs in arms for r in recs})
+    cols = min(4, len(arms))
+    rows = (len(arms) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.35 * len(depths) * rows + 1.6 * rows), squeeze=False)
+    im = None
+    for ax, (name, recs) in zip(axes.flat, arms):
+        grid = np.full((len(depths), len(lengths)), np.nan)  # [depths, lengths]
+        for i, d in enumerate(depths):
+            for j, n in enumerate(lengths):
+                v = [r["score"] for r in recs if r["length"] == n and r["depth"] == d]
+                if v:
+                    grid[i, j] = float(np.mean(v))
+        im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i in range(len(depths)):
+            for j in range(len(lengths)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7)
+        mean = np.mean([r["score"] for r in recs]) if recs else float("nan")
+        ax.set_title(f"{name}\nmean {mean:.1f}", fontsize=8)
+        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], fontsize=7)
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
+    for ax in list(axes.flat)[len(arms):]:
+        ax.axis("off")
+    fig.suptitle(title + " (x: tokens, y: depth %)", fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes.flat), shrink=0.8, label="score")
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return Path(path)
