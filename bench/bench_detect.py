@@ -119,6 +119,7 @@ def throughput(model, tok, args) -> list[dict]:
     cfg = DetectConfig(model=ModelConfig(model=args.model, device=args.device), probe=probe,
                        max_new_tokens=args.new_tokens)
     print(f"throughput: detect() on {n} samples of {args.throughput_length} tokens")
+    model.set_attn_implementation(ATTN_NAME)  # the time runs may have left it on sdpa
     rows, first = [], None
     detect(model, DetectConfig(probe=ProbeConfig(lengths=[300], depths=[50], needles_per_cell=1), max_new_tokens=4),
            tokenizer=tok, progress=False)  # warm-up
