@@ -13,33 +13,28 @@ Left out on purpose: sampling (the score is defined on greedy output).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..config import DetectConfig
 from ..errors import RHeadsError
 from ..heads.scores import HeadScores, scores_from_records
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
-from ..models.info import eos_ids, model_dims, model_key, model_meta, model_name
+from ..models.info import model_key, model_meta, model_name
 from ..models.loading import load_model
-from ..probes.build import build_probe
-from ..probes.grid import Sample, check_grid, data_sha, grid
-from ..probes.haystack import get_haystack
-from ..probes.needles import Needle, get_needles
-from ..probes.templates import resolve_template
-from ..runtime.attention import check_model
+from ..probes.grid import Sample
+from ..probes.needles import Needle
 from ..runtime.controller import AttentionController
-from ..runtime.decoding import default_stop, generate_batch, pad_id, text_stop
 from ..scoring.copy import copy_counts
 from ..scoring.rouge import rouge1_recall
 from ..version import FORMAT_VERSION, __version__
 from ..viz.heads import head_heatmap
+from .grid import Grid, decode, prepare, run_batches
+
 
 def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str | Path | None = None,
            progress: bool = True, batch_size: int = 1, overwrite: bool = False) -> HeadScores:
@@ -53,71 +48,42 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
         model, tokenizer = load_model(model, device=mc.device, dtype=mc.dtype, device_map=mc.device_map)
     if tokenizer is None:
         raise RHeadsError("detect() needs the tokenizer of a loaded model: detect(model, config, tokenizer=tok)")
-    check_model(model)
-    if batch_size < 1:
-        raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
-    p = config.probe
-    L, H, max_ctx = model_dims(model)
-    check_grid(p, config.max_new_tokens, max_ctx)
-    haystack = get_haystack(p.haystack)
-    needles = get_needles(p.needles)
-    template = resolve_template(p.template, tokenizer, p.chat)
-    samples = grid(p, len(needles))
-    eos = eos_ids(model, tokenizer)
+    g = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
 
     done: dict[str, dict] = {}
     writer = None
     if out is not None:
         out = Path(out)
         meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
-                "model": model_meta(model), "model_key": model_key(model),
-                "data_sha": data_sha(haystack, needles)}
+                "model": model_meta(model), "model_key": model_key(model), "data_sha": g.data_sha}
         done, writer = open_run(out, meta, keys=("config", "model_key", "data_sha"), jsonl="samples.jsonl",
                                 kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
-
-    stop = text_stop(config.stop if config.stop is not None else default_stop(template))
-    todo = [s for s in samples if s.id not in done]
     try:
-        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="detect", unit="sample",
-                   disable=not progress)
-        for i in range(0, len(todo), batch_size):
-            batch = todo[i:i + batch_size]
-            for rec in run_batch(model, tokenizer, haystack, needles, batch, config, template, eos, stop, max_ctx):
-                done[rec["id"]] = rec
-                if writer:
-                    writer.write(rec)
-            bar.update(len(batch))
-            bar.set_postfix(counted=sum(r["counted"] for r in done.values()))
-        bar.close()
+        results = run_batches(g.samples, done, batch_size,
+                              lambda batch: run_batch(model, tokenizer, g, batch, config), writer, "detect",
+                              progress, lambda d: {"counted": sum(r["counted"] for r in d.values())})
     finally:
         if writer:
             writer.close()
 
-    results = [done[s.id] for s in samples]
-    scores = scores_from_records(results, L, H)
+    scores = scores_from_records(results, g.num_layers, g.num_heads)
     if out is not None:
         write_outputs(out, scores, results, config, model_name=model_name(model))
     return scores
 
 
-def run_batch(model, tokenizer, haystack: str, needles: list[Needle], samples: list[Sample], config: DetectConfig,
-              template, eos: list[int], stop, max_ctx: int) -> list[dict]:
+def run_batch(model, tokenizer, g: Grid, samples: list[Sample], config: DetectConfig) -> list[dict]:
     """Decode the samples' probes together (left-padded) with top-1 capture; one record per sample."""
-    p = config.probe
-    probes = [build_probe(tokenizer, haystack, needles[s.needle_index], s.length, s.depth, template=template,
-                          chat=p.chat, max_context=max_ctx or None) for s in samples]
-    t0 = time.perf_counter()
     ctl = AttentionController(capture=True)
-    gens = generate_batch(model, [pr.input_ids for pr in probes], config.max_new_tokens, eos, ctl,
-                          pad_id(tokenizer, eos), tokenizer=tokenizer, stop=stop)
-    seconds = (time.perf_counter() - t0) / len(samples)
+    probes, gens, seconds = decode(model, tokenizer, g, samples, config.max_new_tokens, ctl)
     slots = ctl.top1_positions()  # [T, L, B, H] cache slots of the left-padded batch
     width = max(len(pr.input_ids) for pr in probes)
     out = []
-    for b, (s, pr, g) in enumerate(zip(samples, probes, gens)):
-        gen = torch.tensor(g.tokens, dtype=torch.long)  # [T_b]
-        top1 = slots[: len(g.tokens), :, b, :] - (width - len(pr.input_ids))  # [T_b, L, H] row positions
-        out.append(sample_record(s, pr, needles[s.needle_index], gen, top1, g.reason, tokenizer, config, seconds))
+    for b, (s, pr, gen) in enumerate(zip(samples, probes, gens)):
+        tokens = torch.tensor(gen.tokens, dtype=torch.long)  # [T_b]
+        top1 = slots[: len(gen.tokens), :, b, :] - (width - len(pr.input_ids))  # [T_b, L, H] row positions
+        out.append(sample_record(s, pr, g.needles[s.needle_index], tokens, top1, gen.reason, tokenizer, config,
+                                 seconds))
     return out
 
 

@@ -28,35 +28,26 @@ LLM-judged scoring, and checking whether a hallucination is copied from the hays
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig, ProbeConfig
-from ..errors import RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
-from ..models.info import eos_ids, model_dims, model_key, model_meta, model_name
-from ..probes.build import build_probe
-from ..probes.grid import Sample, check_grid, data_sha, grid
-from ..probes.haystack import get_haystack
-from ..probes.needles import Needle, get_needles
-from ..probes.templates import resolve_template
-from ..runtime.attention import check_model
+from ..models.info import model_key, model_meta, model_name
+from ..probes.grid import Sample
 from ..runtime.controller import AttentionController
-from ..runtime.decoding import default_stop, generate_batch, pad_id, text_stop
-from ..runtime.kvcache import prefill_chunking
 from ..runtime.kvpolicy import kv_factory, kv_summary
 from ..scoring.judge import RESPONSE_CLASSES, judge
 from ..version import FORMAT_VERSION, __version__
 from ..viz.niah import class_mix_plot, niah_heatmap
+from .grid import Grid, decode, prepare, run_batches
 from .means import MeanReference, mean_reference, mean_reference_info
 
 
@@ -95,61 +86,39 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
 
     `means` (mode mean only) reuses reference means computed once, e.g. by `ablate.run_ablate`.
     """
-    check_model(model)
-    if batch_size < 1:
-        raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
-    p = config.probe
-    L, H, max_ctx = model_dims(model)
-    check_grid(p, config.max_new_tokens, max_ctx)
+    g = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
+    L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     cache = kv_factory(config, model, masked=bool(heads))  # fails here on a bad policy, scores or model
     mean_info, windows = None, None
     if config.ablation == "mean" and heads:
         if means is None:
-            windows, mean_info = mean_reference_info(tokenizer, p.haystack, config.mean_ref_prompts,
+            windows, mean_info = mean_reference_info(tokenizer, config.probe.haystack, config.mean_ref_prompts,
                                                       config.mean_ref_length, max_ctx)
         else:
             mean_info = means.info
-    haystack = get_haystack(p.haystack)
-    needles = get_needles(p.needles)
-    template = resolve_template(p.template, tokenizer, p.chat)
-    samples = grid(p, len(needles))
-    eos = eos_ids(model, tokenizer)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "masked_heads": format_heads(heads), "model": model_meta(model), "model_key": model_key(model),
-            "data_sha": data_sha(haystack, needles), "mean_reference": mean_info}
+            "data_sha": g.data_sha, "mean_reference": mean_info}
 
     done: dict[str, dict] = {}
     writer = None
     if out is not None:
         out = Path(out)
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
-                                jsonl="samples.jsonl",
-                                kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
+                                jsonl="samples.jsonl", kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
 
     try:
-        if config.ablation == "mean" and heads and any(s.id not in done for s in samples):
+        if config.ablation == "mean" and heads and any(s.id not in done for s in g.samples):
             ctl.means = means.means if means is not None else \
                 mean_reference(model, windows, mean_info).means  # layer -> [H, D]
-        for s in samples:
-            if s.id in done:  # judged again: the judge may have changed since the sample was decoded
-                done[s.id] = {**done[s.id], **judge(done[s.id]["response"], done[s.id]["answer"])}
-        todo = [s for s in samples if s.id not in done]
-        stop = text_stop(config.stop if config.stop is not None else default_stop(template))
-        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"niah {config.mask}", unit="sample",
-                   disable=not progress)
-        for i in range(0, len(todo), batch_size):
-            batch = todo[i:i + batch_size]
-            for rec in run_batch(model, tokenizer, haystack, needles, batch, config, template, eos, ctl, stop,
-                                 max_ctx, cache):
-                done[rec["id"]] = rec
-                if writer:
-                    writer.write(rec)
-            bar.update(len(batch))
-            bar.set_postfix(mean=f"{np.mean([r['score'] for r in done.values()]):.1f}")
-        bar.close()
-        results = [done[s.id] for s in samples]
+        for sid, rec in done.items():  # judged again: the judge may have changed since the sample was decoded
+            done[sid] = {**rec, **judge(rec["response"], rec["answer"])}
+        results = run_batches(g.samples, done, batch_size,
+                              lambda batch: run_batch(model, tokenizer, g, batch, config, ctl, cache), writer,
+                              f"niah {config.mask}", progress,
+                              lambda d: {"mean": f"{np.mean([r['score'] for r in d.values()]):.1f}"})
     finally:
         if writer:
             writer.close()
@@ -165,26 +134,20 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     return summary
 
 
-def run_batch(model, tokenizer, haystack: str, needles: list[Needle], samples: list[Sample], config: NiahConfig,
-              template, eos: list[int], ctl: AttentionController, stop, max_ctx: int,
+def run_batch(model, tokenizer, g: Grid, samples: list[Sample], config: NiahConfig, ctl: AttentionController,
               cache=None) -> list[dict[str, Any]]:
     """Decode the samples' probes together (left-padded); one judged record per sample."""
-    probes = [build_probe(tokenizer, haystack, needles[s.needle_index], s.length, s.depth, template=template,
-                          chat=config.probe.chat, max_context=max_ctx or None) for s in samples]
-    t0 = time.perf_counter()
-    with prefill_chunking(model, config.prefill_chunk):
-        gens = generate_batch(model, [p.input_ids for p in probes], config.max_new_tokens, eos, ctl,
-                              pad_id(tokenizer, eos), tokenizer=tokenizer, stop=stop, cache=cache)
-    seconds = (time.perf_counter() - t0) / len(samples)
+    probes, gens, seconds = decode(model, tokenizer, g, samples, config.max_new_tokens, ctl, cache,
+                                   config.prefill_chunk)
     kv = cache.usage(model, len(samples)) if cache is not None else {}
     out = []
-    for s, probe, g in zip(samples, probes, gens):
-        needle = needles[s.needle_index]
-        response = tokenizer.decode(g.tokens, skip_special_tokens=True).strip()
+    for s, probe, gen in zip(samples, probes, gens):
+        needle = g.needles[s.needle_index]
+        response = tokenizer.decode(gen.tokens, skip_special_tokens=True).strip()
         out.append({"type": "sample", "id": s.id, "length": s.length, "depth": s.depth, "needle_index": s.needle_index,
                     "actual_depth": probe.actual_depth, "prompt_length": probe.length, "question": needle.question,
-                    "answer": needle.real_needle, "response": response, "new_tokens": len(g.tokens),
-                    "ended": g.reason, **judge(response, needle.real_needle), "seconds": round(seconds, 3), **kv})
+                    "answer": needle.real_needle, "response": response, "new_tokens": len(gen.tokens),
+                    "ended": gen.reason, **judge(response, needle.real_needle), "seconds": round(seconds, 3), **kv})
     return out
 
 
