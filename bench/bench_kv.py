@@ -39,7 +39,7 @@ from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.build import build_probe
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
-from retrieval_heads.runtime.kvcache import cache_bytes, full_cache_bytes
+from retrieval_heads.runtime.kvcache import build_cache, cache_bytes, full_cache_bytes
 from retrieval_heads.runtime.kvpolicy import make_policy
 
 POLICIES = ("full", "retrieval", "random", "streaming")
@@ -63,7 +63,7 @@ def child(args) -> None:
 
         model(input_ids=ids[:, :16], cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
     kv_prefill = "window" if args.chunk else args.kv_prefill  # a chunk cannot see what the cache dropped
-    cache = policy.cache(model, args.sink, args.recent, kv_prefill)
+    cache = build_cache(policy, model, args.sink, args.recent, kv_prefill)
     cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()

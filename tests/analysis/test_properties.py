@@ -4,9 +4,7 @@ window analysis, loading bare score files, and the `compare` command."""
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ from retrieval_heads.errors import RHeadsError
 from retrieval_heads.experiments.detect import detect
 from retrieval_heads.probes.needles import get_needles
 from retrieval_heads.runtime.attention import use_rheads
-from tiny import bpe_tokenizer, tiny_model, word_haystack
+from tiny import bpe_tokenizer, word_haystack
 
 HAYSTACK = word_haystack(200)
 

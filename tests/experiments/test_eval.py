@@ -311,8 +311,7 @@ def parse_ks_(spec):
 
 
 def test_cli_parsers():
-    from retrieval_heads.cli.common import parse_ks
-    from retrieval_heads.cli.tasks import _DEFAULT_KS, add_parsers
+    from retrieval_heads.cli.tasks import add_parsers
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))

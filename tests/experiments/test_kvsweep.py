@@ -3,7 +3,6 @@ tests (marked) for the CLI errors and the real model's exactness."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -1,7 +1,6 @@
 """JSONL and JSON files that survive a killed process, and never lose a record to a bad line."""
 
 import json
-import os
 import threading
 
 import pytest

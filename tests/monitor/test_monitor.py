@@ -52,7 +52,6 @@ def _oracle(eager, prompt, tokens):
     second = rows.topk(2, dim=-1).values
     clear = (second[..., 0] - second[..., 1]) > 1e-4  # [L, H, T]
     ctx_mass = rows[..., c0:c1].sum(-1)  # [L, H, T]
-    t = torch.arange(T, dtype=torch.float32)
     new = torch.stack([rows[:, :, i, n:n + i].sum(-1) / max(i, 1) for i in range(T)], dim=-1)  # [L, H, T]
     old = rows[..., :n].sum(-1) / n
     lr = old / (old + new)

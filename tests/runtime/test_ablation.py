@@ -12,8 +12,6 @@ import torch
 from retrieval_heads.runtime.attention import use_rheads
 from retrieval_heads.runtime.controller import AttentionController, collect_means
 from retrieval_heads.errors import RHeadsError
-from retrieval_heads.heads.masks import parse_mask, select_heads, to_ablate
-from retrieval_heads.heads.scores import HeadScores
 from tiny import FAMILIES, tiny_model
 
 FAMS = list(FAMILIES)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from retrieval_heads.runtime.attention import use_rheads
-from retrieval_heads.runtime.controller import AttentionController, collect_means
+from retrieval_heads.runtime.controller import AttentionController
 from tiny import FAMILIES, tiny_model
 
 FAMS = list(FAMILIES)

@@ -15,10 +15,11 @@ from retrieval_heads.errors import RHeadsError
 from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.runtime.attention import use_rheads
 from retrieval_heads.runtime.controller import AttentionController
-from retrieval_heads.runtime.kvcache import (RetrievalHeadCache, RetrievalHeadLayer, cache_bytes, expected_bytes,
-                                             full_cache_bytes, prefill_chunking)
-from retrieval_heads.runtime.kvpolicy import (POLICIES, CacheFactory, FullPolicy, RandomPolicy, RetrievalPolicy,
-                                              StreamingPolicy, make_policy)
+from retrieval_heads.runtime.kvcache import (RetrievalHeadCache, RetrievalHeadLayer, build_cache, cache_bytes,
+                                             expected_bytes, full_cache_bytes, prefill_chunking)
+from retrieval_heads.runtime.kvpolicy import (POLICIES, FullPolicy, RandomPolicy, RetrievalPolicy, StreamingPolicy,
+                                              make_policy)
+from retrieval_heads.runtime.kvrun import CacheFactory
 from tiny import COMMON, FAMILIES, tiny_model
 
 FAMS = list(FAMILIES) + ["mistral-full"]  # Mistral without a sliding window: MHA with every layer compressible
@@ -220,8 +221,9 @@ def test_policies():
     assert np.array_equal(rnd, RandomPolicy(m, seed=1).full_kv_heads(model))
     assert not StreamingPolicy().full_kv_heads(model).any()
     assert FullPolicy().full_kv_heads(model).all()
-    assert isinstance(FullPolicy().cache(model), DynamicCache) and not isinstance(FullPolicy().cache(model),
-                                                                                  RetrievalHeadCache)
+    assert isinstance(build_cache(FullPolicy(), model), DynamicCache)
+    assert not isinstance(build_cache(FullPolicy(), model), RetrievalHeadCache)
+    assert isinstance(build_cache(StreamingPolicy(), model), RetrievalHeadCache)
     assert set(POLICIES) == {"full", "retrieval", "random", "streaming"}
     assert make_policy("random", m, seed=2).describe(model)["full_kv_heads"] == int(ret.sum())
 

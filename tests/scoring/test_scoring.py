@@ -1,8 +1,5 @@
 """The retrieval score on constructed cases where it is known exactly, against an eager oracle, and ROUGE."""
 
-import json
-
-import numpy as np
 import pytest
 import torch
 

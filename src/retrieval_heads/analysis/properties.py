@@ -25,12 +25,12 @@ statistics over seeds (one run is one measurement).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import RHeadsError
+from ..heads.masks import kv_mask
 from ..heads.scores import HeadScores, scores_from_records
 from .compare import compare
 from .runs import DEFAULT_THRESHOLD, Run
@@ -70,14 +70,6 @@ class Sparsity:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layers": self.layers, "n_heads": self.num_layers * self.num_heads,
                 "n_kv_heads": None if self.num_kv_heads is None else self.num_layers * self.num_kv_heads}
-
-
-def kv_mask(mask: np.ndarray, num_kv_heads: int) -> np.ndarray:
-    """[L, H] bool -> [L, KV] bool: a KV head is set when any query head of its group is."""
-    L, H = mask.shape
-    if num_kv_heads < 1 or H % num_kv_heads:
-        raise RHeadsError(f"{H} query heads cannot be grouped into {num_kv_heads} KV heads")
-    return mask.reshape(L, num_kv_heads, H // num_kv_heads).any(axis=2)
 
 
 def sparsity(scores: HeadScores | np.ndarray, threshold: float = DEFAULT_THRESHOLD,

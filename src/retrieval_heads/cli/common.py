@@ -95,6 +95,19 @@ def load(a):
     return mc, model, tokenizer
 
 
+def run_plan(run: Callable[..., dict], model, tokenizer, config, a, format_table: Callable[[dict], str],
+             files: str) -> dict:
+    """Run a planned experiment (ablate, kv-sweep, cot-experiment) with the shared --out/--only/--overwrite/
+    --batch-size arguments, print its table and where the results are."""
+    from pathlib import Path
+
+    summary = run(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
+                  batch_size=a.batch_size)
+    print(format_table(summary))
+    print(f"\nresults in {a.out}/ ({files})")
+    return summary
+
+
 def guarded(call: Callable[[], Any], prog: str = "rheads") -> int:
     """Run a command: exit status 0, or 2 with a one-line error, or 130 when interrupted (runs resume)."""
     try:

@@ -13,10 +13,9 @@ Left out on purpose: anything the library does not do; the handlers load the mod
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import RHeadsError
-from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config
+from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan
 
 POLICY_NAMES = ("full", "retrieval", "random", "streaming")  # runtime/kvpolicy.POLICIES, without importing torch
 
@@ -105,10 +104,8 @@ def cmd_kv_sweep(a) -> None:
                            kv_threshold=a.kv_threshold, kv_top=a.kv_top, kv_seed=a.kv_seed,
                            prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill, max_new_tokens=a.max_new_tokens,
                            stop=parse_list(a.stop))
-    summary = run_kv_sweep(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
-                           batch_size=a.batch_size)
-    print(format_table(summary))
-    print(f"\nresults in {a.out}/ (summary.json, budget.png, one NIAH run dir per arm)")
+    run_plan(run_kv_sweep, model, tokenizer, config, a, format_table,
+             "summary.json, budget.png, heatmaps.png, one NIAH run dir per arm")
 
 
 def add_parsers(sub) -> None:

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..runtime.ablation import ABLATION_MODES
-from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, sweep_kwargs
+from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan, sweep_kwargs
 from .kv import add_kv_args, kv_kwargs, kv_line
 
 _DEFAULT_KS = "0,5,10,20,50,100"
@@ -63,10 +63,8 @@ def cmd_ablate(a) -> None:
     mc, model, tokenizer = load(a)
     config = AblateConfig(model=mc, probe=_probe(a), max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                           mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **sweep)
-    summary = run_ablate(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
-                         batch_size=a.batch_size)
-    print(format_table(summary))
-    print(f"\nresults in {a.out}/ (summary.json, curve.png, classes.png, one NIAH run dir per mask)")
+    run_plan(run_ablate, model, tokenizer, config, a, format_table,
+             "summary.json, curve.png, classes.png, one NIAH run dir per mask")
 
 
 def add_parsers(sub) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import RHeadsError
 from ..runtime.ablation import ABLATION_MODES
-from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, sweep_kwargs
+from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, run_plan, sweep_kwargs
 
 _DEFAULT_KS = "0,10,20,50"
 
@@ -78,10 +78,8 @@ def cmd_cot_experiment(a) -> None:
                        max_new_tokens_direct=a.max_new_tokens_direct,
                        max_new_tokens_closedbook=a.max_new_tokens_closedbook, mean_ref_prompts=a.mean_ref_prompts,
                        copy_items=a.copy_items, modes=parse_list(a.modes), stop_at_answer=a.stop_at_answer, **sweep)
-    summary = run_cot_experiment(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size,
-                                 only=parse_list(a.only), overwrite=a.overwrite)
-    print(format_table(summary))
-    print(f"\nresults in {a.out}/ (summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run)")
+    run_plan(run_cot_experiment, model, tokenizer, config, a, format_table,
+             "summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run")
 
 
 def add_parsers(sub) -> None:

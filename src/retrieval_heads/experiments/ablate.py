@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelConfig, ProbeConfig
-from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_name

@@ -43,7 +43,7 @@ from ..io.rundir import open_run
 from ..models.info import model_key, model_meta, model_name
 from ..probes.grid import Sample
 from ..runtime.controller import AttentionController
-from ..runtime.kvpolicy import kv_factory, kv_summary
+from ..runtime.kvrun import kv_factory, kv_summary
 from ..scoring.judge import RESPONSE_CLASSES, judge
 from ..version import FORMAT_VERSION, __version__
 from ..viz.niah import class_mix_plot, niah_heatmap

@@ -14,14 +14,19 @@ A spec is one of
 `top`, `random` and `random-layer` need a score file (this tool's scores.json or the paper's published files); its
 layers x heads must equal the model's. Every head is checked against the model's dims.
 
-Left out on purpose: running anything (`attention.AttentionController` applies the mask), masks on
-KV heads (a mask names query heads), and weighting or partial masks.
+`kv_mask` maps an [L, H] query-head set onto its [L, KV] KV groups (a KV head is set when any query head of its
+group is), for the KV-cache policies and the sparsity analysis.
+
+Left out on purpose: running anything (`attention.AttentionController` applies the mask), masking KV heads
+(a mask names query heads), and weighting or partial masks.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import RHeadsError
 from .scores import HeadScores, parse_heads
@@ -163,3 +168,11 @@ def load_sweep_scores(path: str, ks: list[int], num_layers: int, num_heads: int,
         for kind in kinds:
             select_heads(MaskSpec(kind, k=k), num_layers, num_heads, scores=scores, threshold=threshold)
     return scores
+
+
+def kv_mask(mask: np.ndarray, num_kv_heads: int) -> np.ndarray:
+    """[L, H] bool -> [L, KV] bool: a KV head is set when any query head of its group is."""
+    L, H = mask.shape
+    if num_kv_heads < 1 or H % num_kv_heads:
+        raise RHeadsError(f"{H} query heads cannot be grouped into {num_kv_heads} KV heads")
+    return mask.reshape(L, num_kv_heads, H // num_kv_heads).any(axis=2)

@@ -7,6 +7,8 @@
 - `read_jsonl` reads every record. A bad line in the middle (hand edits, an old glued pair) is reported
   with a warning naming its line number and skipped; records after it are kept. Two objects glued on one
   line are both recovered. Reading never modifies the file.
+- `json_objects` parses user input strictly (needle files, monitor items): one JSON object per non-blank line,
+  or a one-line error that names the file and the line.
 - `atomic_write_json` writes through a temporary file with a unique name, then renames, so two processes
   writing the same file never share a temporary.
 
@@ -21,7 +23,9 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+
+from ..errors import RHeadsError
 
 
 def to_json(o: Any) -> Any:
@@ -130,3 +134,19 @@ class JsonlWriter:
 
 def of_type(records: Iterable[dict], kind: str) -> list[dict]:
     return [r for r in records if r.get("type") == kind]
+
+
+def json_objects(lines: list[str], source: str, example: str) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "SOURCE line N", object) for each non-blank line of user input; a line that is not a JSON
+    object is a one-line RHeadsError naming it (`example` shows the object expected)."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RHeadsError(f"{where} is not valid JSON ({e.msg}): write one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise RHeadsError(f"{where} is not a JSON object: write {example}")
+        yield n, where, obj

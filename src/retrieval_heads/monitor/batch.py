@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, ModelConfig
 from ..errors import RHeadsError
-from ..io.jsonl import atomic_write_json, read_jsonl
+from ..io.jsonl import atomic_write_json, json_objects, read_jsonl
 from ..io.rundir import open_run
 from ..models.info import model_key, model_meta
 from ..version import FORMAT_VERSION, __version__
@@ -50,16 +50,7 @@ def read_items(path: str | Path) -> list[dict[str, str]]:
     except UnicodeDecodeError:
         raise RHeadsError(f"{path} is not UTF-8 text: convert it to UTF-8") from None
     items, seen = [], set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path} line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RHeadsError(f"{where} is not valid JSON ({e.msg}): write one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise RHeadsError(f"{where} is not a JSON object: write {{\"context\": ..., \"question\": ..., \"answer\": ...}}")
+    for n, where, obj in json_objects(lines, str(path), '{"context": ..., "question": ..., "answer": ...}'):
         for key in ("context", "question", "answer"):
             if key not in obj:
                 raise RHeadsError(f"{where} has no {key!r}: each line needs context, question and answer")

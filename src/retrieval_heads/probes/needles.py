@@ -15,7 +15,6 @@ check that a needle is really unguessable (that is on whoever writes the set).
 
 from __future__ import annotations
 
-import json
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RHeadsError
+from ..io.jsonl import json_objects
 
 REQUIRED_KEYS = ("needle", "question", "real_needle")
 
@@ -99,16 +99,7 @@ def load_needles_jsonl(path: str | Path) -> list[Needle]:
 def parse_needles_jsonl(lines: list[str], source: str) -> list[Needle]:
     """Validate JSONL lines into needles; errors name `source` and the 1-based line number."""
     needles: list[Needle] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source} line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RHeadsError(f"{where} is not valid JSON ({e.msg}): write one JSON object per line") from None
-        if not isinstance(obj, dict):
-            raise RHeadsError(f"{where} is not a JSON object: write {{\"needle\": ..., \"question\": ..., \"real_needle\": ...}}")
+    for _, where, obj in json_objects(lines, source, '{"needle": ..., "question": ..., "real_needle": ...}'):
         missing = [k for k in REQUIRED_KEYS if k not in obj]
         if missing:
             raise RHeadsError(f"{where} lacks key(s) {', '.join(missing)}: each line needs needle, question and real_needle")

@@ -1,7 +1,8 @@
 """The retrieval-head KV cache: full history for the KV heads that feed a retrieval head, sink + recent for the rest.
 
 `RetrievalHeadCache` is a transformers 5 `Cache` built from a [layers, KV heads] boolean map of the KV heads that
-keep their whole history (`kvpolicy.py` makes that map: full, retrieval, random or streaming). Per layer:
+keep their whole history (`kvpolicy.py` makes that map: full, retrieval, random or streaming; this module imports
+it, never the reverse). Per layer:
 - a full-attention layer where every KV head stays full is a plain `DynamicLayer`;
 - a full-attention layer with heads to compress is a `RetrievalHeadLayer` (`kvlayer.py`: the full KV heads grow,
   the others hold physically smaller tensors of each row's first `sink` real tokens and the last `recent` slots,
@@ -9,7 +10,8 @@ keep their whole history (`kvpolicy.py` makes that map: full, retrieval, random 
 - a sliding-window or chunked layer stays as the model defines it (`DynamicSlidingWindowLayer`);
 - any other layer type (linear attention, KV sharing, ...) is refused in one line.
 Build one per `generate` call: `RetrievalHeadCache.from_scores(model, scores, sink=4, recent=256)`, then
-`model.generate(..., past_key_values=cache)` (or `cache=cache`).
+`model.generate(..., past_key_values=cache)` (or `cache=cache`); `build_cache(policy, model, ...)` gives any
+policy's cache (the `full` policy's is transformers' own `DynamicCache`).
 
 Bytes: `nbytes()` is what the cache holds now (keys and values of every layer), `peak_bytes` the most it
 held; `expected_bytes` and `full_cache_bytes` are the analytic formulas the tests check them against.
@@ -21,8 +23,8 @@ Chunked prefill: `prefill_chunking(model, n)` sets `generation_config.prefill_ch
 activations for the whole prompt plus one layer's uncompressed keys and values (the k/v projection of the prompt)
 on top of the compressed cache; the cache itself never holds more than its budget.
 
-Left out on purpose: static/compiled caches, quantization, offloading, and the attention arithmetic
-(`kvlayer.py`).
+Left out on purpose: static/compiled caches, quantization, offloading, the attention arithmetic
+(`kvlayer.py`) and the per-run factory and summary keys (`kvrun.py`).
 """
 
 from __future__ import annotations
@@ -36,16 +38,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer, Dynam
 from ..errors import RHeadsError
 from .attention import ATTN_NAME
 from .kvlayer import RetrievalHeadLayer, SplitKV  # noqa: F401 (re-exported)
-
-SLIDING_TYPES = ("sliding_attention", "chunked_attention")
-FULL_TYPE = "full_attention"
-
-
-def layer_types(config) -> list[str]:
-    """The model's per-layer attention types, as transformers' caches read them."""
-    from transformers.cache_utils import get_layer_types_and_kwargs
-
-    return list(get_layer_types_and_kwargs(config.get_text_config(decoder=True))[0])
+from .kvpolicy import FULL_TYPE, SLIDING_TYPES, KVPolicy, make_policy
 
 
 class RetrievalHeadCache(Cache):
@@ -86,13 +79,13 @@ class RetrievalHeadCache(Cache):
         """The cache of a policy (`kvpolicy.POLICIES`) drawn from retrieval scores: a HeadScores, a scores.json
         path or an [L, H] array. A KV head stays full when a query head of its group is a retrieval head (score
         above `threshold`, or among the `top` best when top > 0)."""
-        from .kvpolicy import make_policy
-
-        return make_policy(policy, scores, threshold=threshold, top=top, seed=seed).cache(model, sink, recent, prefill)
+        return cls.from_policy(model, make_policy(policy, scores, threshold=threshold, top=top, seed=seed), sink,
+                               recent, prefill)
 
     @classmethod
-    def from_policy(cls, model, policy, sink: int = 4, recent: int = 256,
+    def from_policy(cls, model, policy: KVPolicy, sink: int = 4, recent: int = 256,
                     prefill: str = "full") -> "RetrievalHeadCache":
+        check_window(sink, recent)
         check_kv_model(model)
         return cls(model.config, policy.full_kv_heads(model), sink, recent, prefill=prefill)
 
@@ -110,6 +103,16 @@ class RetrievalHeadCache(Cache):
     def peak_bytes(self) -> int:
         """The most bytes the cache held (checked at the end of each forward and now)."""
         return max(self._peak, self.nbytes())
+
+
+def build_cache(policy: KVPolicy, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
+    """A fresh cache of `policy` for one generate call: transformers' own `DynamicCache` for `full`, else a
+    `RetrievalHeadCache`."""
+    if policy.name == "full":
+        from transformers import DynamicCache
+
+        return DynamicCache(config=model.config)
+    return RetrievalHeadCache.from_policy(model, policy, sink, recent, prefill)
 
 
 def cache_layer_bytes(layer) -> int:

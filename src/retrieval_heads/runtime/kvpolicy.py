@@ -1,8 +1,8 @@
 """KV-cache policies: which KV heads of a model keep their full history, all behind one interface.
 
 A policy is a small subclass of `KVPolicy` (as kvpress does with presses) that answers one question,
-`full_kv_heads(model) -> [L, KV] bool`; the shared base turns that map into a cache (`cache(model, sink,
-recent)`) and describes itself for result files (`describe()`). Policies (`POLICIES`, by name):
+`full_kv_heads(model) -> [L, KV] bool`, and describes itself for result files (`describe()`); `kvcache.py`
+turns that map into a cache (`build_cache(policy, model, sink, recent)`). Policies (`POLICIES`, by name):
 - `full`: every KV head keeps everything; the cache is transformers' own `DynamicCache(config=...)`, the
   reference the others are measured against;
 - `retrieval`: a KV head stays full when any query head of its group is a retrieval head (score above
@@ -12,7 +12,8 @@ recent)`) and describes itself for result files (`describe()`). Policies (`POLIC
 - `streaming`: every KV head of a full-attention layer on sink + recent (StreamingLLM).
 Sliding-window layers are never compressed and never count (they keep their window whatever the policy).
 
-Left out on purpose: the cache mechanics (`kvcache.py`), per-query-head budgets (a KV head is shared by its
+Left out on purpose: the cache mechanics (`kvcache.py`, which imports this module, never the reverse), the
+factory a run passes to `generate_batch` (`kvrun.py`), per-query-head budgets (a KV head is shared by its
 group: keeping a query head means keeping its KV head) and learned or attention-score-based selection.
 """
 
@@ -23,10 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RHeadsError
-from ..heads.masks import check_dims
+from ..heads.masks import check_dims, kv_mask
 from ..heads.scores import HeadScores
-from .kvcache import FULL_TYPE, RetrievalHeadCache, check_kv_model, check_window, layer_types
-from .kvlayer import PREFILL_MODES
+
+SLIDING_TYPES = ("sliding_attention", "chunked_attention")
+FULL_TYPE = "full_attention"
+
+
+def layer_types(config) -> list[str]:
+    """The model's per-layer attention types, as transformers' caches read them."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    return list(get_layer_types_and_kwargs(config.get_text_config(decoder=True))[0])
 
 
 def kv_dims(model) -> tuple[int, int, int]:
@@ -80,29 +89,15 @@ class KVPolicy:
             d["kv_heads"] = int(full[usable].size)
         return d
 
-    def cache(self, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
-        """A fresh cache for one generate call (`prefill`: see kvlayer.py)."""
-        check_window(sink, recent)
-        return RetrievalHeadCache.from_policy(model, self, sink, recent, prefill)
-
-    def factory(self, sink: int = 4, recent: int = 256, prefill: str = "full") -> "CacheFactory":
-        check_window(sink, recent)
-        return CacheFactory(self, sink, recent, prefill)
-
 
 class FullPolicy(KVPolicy):
-    """Every KV head keeps its history: transformers' own DynamicCache."""
+    """Every KV head keeps its history (its cache is transformers' own DynamicCache)."""
 
     name = "full"
 
     def full_kv_heads(self, model) -> np.ndarray:
         L, _, KV = kv_dims(model)
         return np.ones((L, KV), dtype=bool)
-
-    def cache(self, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=model.config)
 
 
 class StreamingPolicy(KVPolicy):
@@ -140,8 +135,6 @@ class RetrievalPolicy(KVPolicy):
         return m > self.threshold
 
     def full_kv_heads(self, model) -> np.ndarray:
-        from ..analysis.properties import kv_mask
-
         _, _, KV = kv_dims(model)
         return kv_mask(self.retrieval_query_heads(model), KV)
 
@@ -186,95 +179,3 @@ def make_policy(name: str, scores=None, *, threshold: float = 0.1, top: int = 0,
     if name == "random":
         return RandomPolicy(scores, threshold, top, seed)
     return POLICIES[name]()
-
-
-class CacheFactory:
-    """`decoding.generate_batch`'s `cache` argument: (model, batch size) -> a fresh cache of the policy; keeps the
-    last one it made, so the caller can read what it held (`last.peak_bytes`)."""
-
-    def __init__(self, policy: KVPolicy, sink: int, recent: int, prefill: str = "full"):
-        if prefill not in PREFILL_MODES:
-            raise RHeadsError(f"unknown --kv-prefill '{prefill}': use one of {', '.join(PREFILL_MODES)}")
-        self.policy, self.sink, self.recent, self.prefill = policy, int(sink), int(recent), prefill
-        self.last = None
-        self._full: np.ndarray | None = None
-
-    def check(self, model) -> None:
-        """Fail before any work: the model's attention, the scores' shape, the policy's draw."""
-        if self.policy.name != "full":
-            check_kv_model(model)
-        self.policy.full_kv_heads(model)
-
-    def __call__(self, model, batch_size: int):
-        if self.policy.name == "full":
-            self.last = self.policy.cache(model)
-        else:
-            if self._full is None:  # the map depends only on the model: compute once
-                check_kv_model(model)
-                self._full = self.policy.full_kv_heads(model)
-            self.last = RetrievalHeadCache(model.config, self._full, self.sink, self.recent, prefill=self.prefill)
-        return self.last
-
-    def held_bytes(self) -> int:
-        """The most bytes the last cache held."""
-        from .kvcache import cache_bytes
-
-        if self.last is None:
-            return 0
-        return int(getattr(self.last, "peak_bytes", None) or cache_bytes(self.last))
-
-    def usage(self, model, batch_size: int) -> dict:
-        """Per sample of the last call: `kv_bytes` (the most the cache held) and `kv_bytes_full` (what the full
-        cache holds for the same slots), each the batch's figure / batch size (rows share a padded width)."""
-        from .kvcache import full_cache_bytes
-
-        if self.last is None:
-            return {}
-        T = self.last.get_seq_length()  # slots fed to the model: prompt (padded width) + new tokens - 1
-        elem = next(model.parameters()).element_size()
-        full = full_cache_bytes(model.config, T, batch=batch_size, dtype_bytes=elem)
-        return {"kv_bytes": self.held_bytes() // batch_size, "kv_bytes_full": full // batch_size}
-
-
-def kv_factory(config, model, masked: bool = False) -> CacheFactory:
-    """The cache factory of a run config with fields kv, scores, kv_sink, kv_recent, kv_threshold, kv_top, kv_seed,
-    kv_prefill, prefill_chunk (NIAH, kv-sweep), checked against the model before any work. `masked`: heads are
-    ablated in this run."""
-    if masked and config.kv != "full":
-        raise RHeadsError(f"--kv {config.kv} with a head mask: ablation needs the full cache; use one of the two")
-    if config.kv != "full" and config.prefill_chunk and config.kv_prefill == "full":
-        raise RHeadsError("--prefill-chunk with --kv-prefill full: a chunk cannot attend to the tokens the cache "
-                          "already dropped; use --kv-prefill window with chunks, or no chunks")
-    policy = make_policy(config.kv, config.scores, threshold=config.kv_threshold, top=config.kv_top,
-                         seed=config.kv_seed)
-    factory = policy.factory(config.kv_sink, config.kv_recent, config.kv_prefill)
-    factory.check(model)
-    return factory
-
-
-def kv_summary(records: list[dict], config, model=None) -> dict:
-    """summary.json keys: the policy, the most bytes the cache held over the samples (`kv_bytes`), what the full
-    cache holds for the same prompts (`kv_bytes_full`), and the mean per-sample share kept (`kv_share`)."""
-    from .kvcache import full_cache_bytes
-
-    held, full = [], []
-    for r in records:
-        if "kv_bytes" in r:
-            held.append(r["kv_bytes"])
-            full.append(r["kv_bytes_full"])
-        elif model is not None and config.kv == "full":  # a sample decoded before the cache was measured
-            b = full_cache_bytes(model.config, r["prompt_length"] + r["new_tokens"] - 1,
-                                 dtype_bytes=next(model.parameters()).element_size())
-            held.append(b)
-            full.append(b)
-    policy = {"kv_policy": config.kv}
-    if config.kv != "full":
-        policy.update(kv_sink=config.kv_sink, kv_recent=config.kv_recent, kv_prefill=config.kv_prefill,
-                      kv_threshold=config.kv_threshold,
-                      kv_top=config.kv_top, **({"kv_seed": config.kv_seed} if config.kv == "random" else {}))
-        if model is not None:
-            policy.update({k: v for k, v in make_policy(config.kv, config.scores, threshold=config.kv_threshold,
-                                                        top=config.kv_top, seed=config.kv_seed).describe(model).items()
-                           if k in ("full_kv_heads", "kv_heads")})
-    return {**policy, "kv_bytes": max(held) if held else None, "kv_bytes_full": max(full) if full else None,
-            "kv_share": round(float(np.mean([h / f for h, f in zip(held, full)])), 4) if held else None}

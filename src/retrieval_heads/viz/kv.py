@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import pyplot, save_figure
+from .niah import score_grid
 
 POLICY_STYLE = {"retrieval": ("o-", "#d73027", "retrieval heads full, others sink + recent"),
                 "random": ("s--", "#4575b4", "as many random KV heads full"),
@@ -59,12 +60,7 @@ def arm_heatmaps(arms: list[tuple[str, list[dict]]], path: str | Path, title: st
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 0.35 * len(depths) * rows + 1.6 * rows), squeeze=False)
     im = None
     for ax, (name, recs) in zip(axes.flat, arms):
-        grid = np.full((len(depths), len(lengths)), np.nan)  # [depths, lengths]
-        for i, d in enumerate(depths):
-            for j, n in enumerate(lengths):
-                v = [r["score"] for r in recs if r["length"] == n and r["depth"] == d]
-                if v:
-                    grid[i, j] = float(np.mean(v))
+        grid = score_grid(recs, lengths, depths)  # [depths, lengths]
         im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
         for i in range(len(depths)):
             for j in range(len(lengths)):

@@ -17,17 +17,23 @@ CLASS_COLORS = {"correct": "#1a9850", "partial": "#fee08b", "hallucinated": "#d7
                 "degenerate": "#8c8c8c"}
 
 
+def score_grid(records: list[dict], lengths: list[int], depths: list[float]) -> np.ndarray:
+    """[depths, lengths] mean score of the records in each cell (NaN where a cell has none)."""
+    grid = np.full((len(depths), len(lengths)), np.nan)  # [depths, lengths]
+    for i, d in enumerate(depths):
+        for j, n in enumerate(lengths):
+            v = [r["score"] for r in records if r["length"] == n and r["depth"] == d]
+            if v:
+                grid[i, j] = float(np.mean(v))
+    return grid
+
+
 def niah_heatmap(records: list[dict], path: str | Path, title: str) -> Path:
     """The classic NIAH plot: x = context length, y = depth percent (0 at top), score 0-100 red to green."""
     plt = pyplot()
     lengths = sorted({r["length"] for r in records})
     depths = sorted({r["depth"] for r in records})
-    grid = np.full((len(depths), len(lengths)), np.nan)  # [depths, lengths]
-    for i, d in enumerate(depths):
-        for j, l in enumerate(lengths):
-            v = [r["score"] for r in records if r["length"] == l and r["depth"] == d]
-            if v:
-                grid[i, j] = float(np.mean(v))
+    grid = score_grid(records, lengths, depths)  # [depths, lengths]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(lengths) + 3), max(3.5, 0.4 * len(depths) + 2)))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
     if grid.size <= 400:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
 
 from ...analysis.properties import PropertiesConfig
 from ...analysis.runs import Run
 from ...version import __version__
 from .experiments import COT_HEADER, Sweep, causal_note, causal_table, cot_note, cot_table
-from .tables import (PAIR_HEADER, SPARSE_HEADER, UNIVERSAL_HEADER, esc, heads_list, html_table, num, pair_rows, pct,
+from .tables import (PAIR_HEADER, SPARSE_HEADER, UNIVERSAL_HEADER, esc, heads_list, html_table, pair_rows,
                      sparse_rows, split_rows, universal_rows)
 
 CSS = """
@@ -44,7 +43,7 @@ def img(path: Path, alt: str, caption: str, tall: bool = False) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def render_html(runs: list[Run], measured: list[dict], figs: list[_RunFigs], pairs: list[dict], uni: Path | None,
+def render_html(runs: list[Run], measured: list[dict], figs: list, pairs: list[dict], uni: Path | None,
                 cfg: PropertiesConfig, generated: str, causal: list[Sweep] = (), cot: list[Sweep] = ()) -> str:
     P: list[str] = []
     a = P.append

@@ -11,10 +11,9 @@ from ...analysis.properties import PropertiesConfig
 from ...analysis.runs import Run
 from ...version import __version__
 from .experiments import COT_HEADER, Sweep, causal_note, causal_table, cot_note, cot_table
-from .tables import (PAIR_HEADER, SPARSE_HEADER, UNIVERSAL_HEADER, md_table, num, pair_rows, pct, sparse_rows,
-                     split_rows, universal_rows)
+from .tables import PAIR_HEADER, UNIVERSAL_HEADER, md_table, num, pair_rows, pct, universal_rows
 
-def render_markdown(runs: list[Run], measured: list[dict], figs: list[_RunFigs], pairs: list[dict], uni: Path | None,
+def render_markdown(runs: list[Run], measured: list[dict], figs: list, pairs: list[dict], uni: Path | None,
                     cfg: PropertiesConfig, generated: str, out: Path, causal: list[Sweep] = (),
                     cot: list[Sweep] = ()) -> str:
     def rel(p: Path) -> str:
