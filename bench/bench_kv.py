@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -190,7 +191,8 @@ def main() -> None:
     chunk_lengths = _ints(args.chunk_lengths) if args.chunk_lengths else lengths[-1:]
     cells = [(p, n, 0) for n in lengths for p in per_length.get(n, args.policies.split(","))]
     cells += [(p, n, args.prefill_chunk) for n in chunk_lengths for p in args.chunk_policies.split(",")]
-    out = Path(args.out or f"bench/results/kv_{Path(args.model).stem}.json")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", args.model.removesuffix(".gguf"))  # a dot is not a suffix: qwen2.5-...
+    out = Path(args.out or f"bench/results/kv_{name}.json")
     result = {"model": args.model, "scores": args.scores, "device": args.device, "dtype": args.dtype,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "sink": args.sink, "recent": args.recent,
