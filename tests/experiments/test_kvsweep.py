@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 
 from retrieval_heads.config import ModelConfig, ProbeConfig
 from retrieval_heads.errors import RHeadsError
-from retrieval_heads.experiments.kvsweep import KVSweepConfig, format_table, matched_recent, plan_arms, run_kv_sweep
+from retrieval_heads.experiments.kvsweep import (KVSweepConfig, add_diffs, format_table, matched_recent, paired_diff,
+                                                plan_arms, run_kv_sweep)
 from retrieval_heads.experiments.niah import NiahConfig, run_niah
 from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.io.jsonl import read_jsonl
@@ -139,6 +140,8 @@ def test_niah_kv_errors(model, tok, haystack_file, scores_file, tmp_path):
                  progress=False)
     with pytest.raises(RHeadsError, match="--kv-prefill window"):
         run_niah(model, tok, _config(haystack_file, kv="streaming", prefill_chunk=64), tmp_path / "y", progress=False)
+    with pytest.raises(RHeadsError, match="lengths_only"):
+        run_niah(model, tok, _config(haystack_file, lengths_only=[999]), tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -180,12 +183,31 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
     assert (out / "budget.png").stat().st_size > 1000 and (out / "heatmaps.png").stat().st_size > 1000
     assert (out / "streaming-matched-r8" / "len160" / "summary.json").exists()
     assert "retrieval-r8" in format_table(summary)
+    assert "vs_full" not in rows["full"] and "vs_retrieval" not in rows["retrieval-r8"]
+    for arm in ("retrieval-r8", "random-r8", "streaming-matched-r8"):  # paired on the same samples
+        assert rows[arm]["vs_full"]["n"] == 2
+        assert rows[arm]["vs_full"]["diff"] == pytest.approx(rows[arm]["mean_score"] - rows["full"]["mean_score"],
+                                                            abs=0.01)
+    assert rows["random-r8"]["vs_retrieval"]["diff"] == pytest.approx(
+        rows["random-r8"]["mean_score"] - rows["retrieval-r8"]["mean_score"], abs=0.01)
     again = run_kv_sweep(model, tok, cfg, out, progress=False)  # all done: resumes to the same rows
     assert [r["mean_score"] for r in again["arms"]] == [r["mean_score"] for r in summary["arms"]]
     with pytest.raises(RHeadsError, match="--only"):
         run_kv_sweep(model, tok, cfg, out, progress=False, only=["retrieval-r4"])
     with pytest.raises(RHeadsError, match="unknown KV policy"):
         run_kv_sweep(model, tok, KVSweepConfig(policies=["full", "h2o"]), tmp_path / "z", progress=False)
+
+
+def test_paired_diff_pairs_by_sample_id():
+    a = [{"id": "x", "score": 100.0}, {"id": "y", "score": 0.0}, {"id": "z", "score": 50.0}]
+    b = [{"id": "y", "score": 100.0}, {"id": "x", "score": 100.0}]  # another order, one sample missing
+    d = paired_diff(a, b)
+    assert d["n"] == 2 and d["diff"] == -50.0 and d["ci95"][0] <= -50.0 <= d["ci95"][1]
+    assert paired_diff(a, [{"id": "w", "score": 1.0}]) is None
+    rows = [{"arm": "full", "policy": "full", "recent": None}, {"arm": "retrieval-r8", "policy": "retrieval",
+            "recent": 8}, {"arm": "random-r8", "policy": "random", "recent": 8}]
+    add_diffs(rows, {"full": b, "retrieval-r8": b, "random-r8": a})
+    assert rows[1]["vs_full"]["diff"] == 0.0 and rows[2]["vs_retrieval"]["diff"] == -50.0
 
 
 def test_cli_parsers_and_one_line_errors(capsys):
@@ -237,3 +259,4 @@ def test_smollm2_errors_and_exactness(capsys):
     T = ids.shape[1] + 5
     assert small.peak_bytes == expected_bytes(model.config, small.full_heads, T, 4, 64)
     assert int(small.full_heads.sum()) == 13  # the 19 retrieval heads sit in 13 of the 90 KV heads
+

@@ -9,12 +9,14 @@
 - `streaming-matched-r{R}/len{N}/` (when `config.matched_streaming`): the streaming control at the budget of
   `retrieval-r{R}`: for each grid length N its own window, the smallest that holds at least the bytes the
   retrieval cache holds at N tokens (`matched_recent`), so both arms keep the same share of KV bytes.
-Every arm sees the same prompts (same grid, needles and seed). Each run dir resumes per sample, so the sweep
+Every arm sees the same prompts (same grid, needles and seed; a per-length part runs `lengths_only` of the whole
+grid, so its samples keep their needles). Each run dir resumes per sample, so the sweep
 resumes; `only` runs some arms (processes sharing `out` can split the work).
 
 Outputs in `out`: config.json, summary.json (`arms`: one row per arm with the policy, window, `kv_share` (mean
 per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the most held over the samples),
-`mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes;
+`mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes,
+`vs_full` and for the controls `vs_retrieval` (paired differences on the same samples, bootstrap 95% interval);
 `missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one curve per policy) and
 heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
 
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.stats import bootstrap_ci
+from ..analysis.stats import bootstrap_ci, paired_diff_ci
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json, read_jsonl
@@ -72,9 +74,8 @@ class KVSweepConfig(Config):
     def niah(self, kv: str, recent: int, lengths: list[int] | None = None) -> NiahConfig:
         """The NIAH config of one arm; the full arm keeps NiahConfig's KV defaults (it ignores them), so sweeps
         of one grid and model share it."""
-        probe = self.probe if lengths is None else dataclasses.replace(self.probe, lengths=lengths)
-        base = NiahConfig(model=self.model, probe=probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
-                          stop=self.stop)
+        base = NiahConfig(model=self.model, probe=self.probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
+                          stop=self.stop, lengths_only=lengths)  # a part keeps the whole grid's needles
         if kv == "full":
             return base
         return dataclasses.replace(base, kv=kv, kv_sink=self.sink, kv_recent=recent, kv_threshold=self.kv_threshold,
@@ -168,9 +169,10 @@ def arm_row(arm: Arm, config: KVSweepConfig, out: Path) -> dict[str, Any] | None
             return None
         rs = _records(out / sub)
         recs += rs
-        for n in niah.probe.lengths:
+        for n in niah.lengths_only or niah.probe.lengths:
             windows[n] = niah.kv_recent
-    n_expected = sum(len(n.probe.lengths) * len(n.probe.depths) * n.probe.needles_per_cell for _, n in arm.parts)
+    n_expected = sum(len(n.lengths_only or n.probe.lengths) * len(n.probe.depths) * n.probe.needles_per_cell
+                     for _, n in arm.parts)
     if len(recs) < n_expected:
         return None
     scores = [r["score"] for r in recs]
@@ -199,11 +201,37 @@ def arm_row(arm: Arm, config: KVSweepConfig, out: Path) -> dict[str, Any] | None
     }
 
 
+def paired_diff(a: list[dict], b: list[dict]) -> dict[str, Any] | None:
+    """mean(score a - score b) over the samples both arms ran (same id: length, depth, needle), with a paired
+    bootstrap 95% interval; None when they share none."""
+    sb = {r["id"]: r["score"] for r in b}
+    pairs = [(r["score"], sb[r["id"]]) for r in a if r["id"] in sb]
+    if not pairs:
+        return None
+    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"diff": round(float(np.mean(x) - np.mean(y)), 2), "ci95": paired_diff_ci(x, y), "n": len(pairs)}
+
+
+def add_diffs(rows: list[dict], records: dict[str, list[dict]]) -> None:
+    """Each row gains `vs_full` (its score minus the full cache's, paired) and, for the controls (random,
+    streaming, streaming-matched), `vs_retrieval` (minus the retrieval arm's at the same --recent)."""
+    full = next((r["arm"] for r in rows if r["policy"] == "full"), None)
+    for r in rows:
+        if full is not None and r["arm"] != full:
+            r["vs_full"] = paired_diff(records[r["arm"]], records[full])
+        ret = f"retrieval-r{r['recent']}"
+        if r["policy"] in ("random", "streaming", "streaming-matched") and ret in records:
+            r["vs_retrieval"] = paired_diff(records[r["arm"]], records[ret])
+
+
 def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[str, Any]:
     rows, missing = [], []
     for arm in arms:
         row = arm_row(arm, config, out)
         (rows.append(row) if row is not None else missing.append(arm.name))
+    records = {r["arm"]: [x for a in arms if a.name == r["arm"] for sub, _ in a.parts for x in _records(out / sub)]
+               for r in rows}
+    add_diffs(rows, records)
     summary = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": rows,
                "missing": missing}
     atomic_write_json(out / "summary.json", summary)
@@ -220,13 +248,18 @@ def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[s
 def format_table(summary: dict) -> str:
     """A text table: one row per finished arm."""
     lengths = sorted({int(k) for r in summary["arms"] for k in r["per_length"]})
-    lines = [f"{'arm':<24} {'KV kept':>8} {'NIAH':>6}  {'95% CI':>13}  " + " ".join(f"{n:>6}" for n in lengths),
-             "-" * (60 + 7 * len(lengths))]
+    lines = [f"{'arm':<24} {'KV kept':>8} {'NIAH':>6}  {'95% CI':>13}  " + " ".join(f"{n:>6}" for n in lengths)
+             + f"  {'- full [95% CI]':>22}  {'- retrieval [95% CI]':>22}", "-" * (108 + 7 * len(lengths))]
+
+    def diff(d: dict | None) -> str:
+        return f"{d['diff']:+6.1f} [{d['ci95'][0]:+6.1f}, {d['ci95'][1]:+6.1f}]" if d and d["ci95"] else "-"
+
     for r in summary["arms"]:
         ci = r["ci95"] or [float("nan")] * 2
         share = f"{100 * r['kv_share']:.1f}%" if r["kv_share"] is not None else "-"
         lines.append(f"{r['arm']:<24} {share:>8} {r['mean_score']:>6.1f}  [{ci[0]:5.1f}, {ci[1]:5.1f}]  "
-                     + " ".join(f"{r['per_length'].get(str(n), float('nan')):>6.1f}" for n in lengths))
+                     + " ".join(f"{r['per_length'].get(str(n), float('nan')):>6.1f}" for n in lengths)
+                     + f"  {diff(r.get('vs_full')):>22}  {diff(r.get('vs_retrieval')):>22}")
     if summary["missing"]:
         lines.append(f"not finished: {', '.join(summary['missing'])}")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig, ProbeConfig
+from ..errors import RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
@@ -77,6 +78,7 @@ class NiahConfig(Config):
     kv_seed: int = 0  # random: seed of the draw
     prefill_chunk: int = 0  # tokens per prefill forward (0: the whole prompt at once)
     kv_prefill: str = "full"  # compressed heads in prefill: full (attend everything, then compress) or window
+    lengths_only: list[int] | None = None  # run only these lengths of the probe's grid, with the whole grid's needles
 
 
 
@@ -87,6 +89,11 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     `means` (mode mean only) reuses reference means computed once, e.g. by `ablate.run_ablate`.
     """
     g = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
+    if config.lengths_only is not None:  # a part of the grid: each sample keeps the needle the whole grid gives it
+        bad = sorted(set(config.lengths_only) - set(config.probe.lengths))
+        if bad or not config.lengths_only:
+            raise RHeadsError(f"lengths_only {config.lengths_only}: pick some of the grid's lengths {config.probe.lengths}")
+        g.samples = [s for s in g.samples if s.length in config.lengths_only]
     L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
