@@ -4,7 +4,8 @@ Time: in one process, on the same NIAH prompt per length, plain `model.generate`
 against `Monitor.generate` streamed to the end (the `rheads` attention with the retrieval heads' recorders, the
 per-token signals and the logit statistics), the same number of new tokens (the end token suppressed), runs
 interleaved, `--repeats` of each after a warm-up. Reported: total seconds of each and the ratio monitor / plain
-(goal <= 1.10).
+(goal <= 1.10), and the same for decoding alone (from the first new token to the last: the prefill, the same
+work in both modes, dominates the total at long prompts).
 
 Memory: each (mode, length) in a fresh subprocess; its peak above the memory held after loading (CPU: peak RSS
 reset through /proc/self/clear_refs, glibc told to return big frees to the OS; CUDA: max_memory_allocated).
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from retrieval_heads.models.info import eos_ids
 from retrieval_heads.models.loading import load_model
@@ -47,23 +49,42 @@ def prompt(tok, length: int) -> tuple[str, str]:
     return materialize(item, tok, get_haystack("paul-graham")), nd.question
 
 
-def run_mode(model, tok, mon: Monitor, mode: str, context: str, question: str, new_tokens: int) -> int:
-    """Generate `new_tokens` tokens; returns how many were generated."""
+class FirstToken(BaseStreamer):
+    """Notes when generate emits its first new token (its first `put` is the prompt)."""
+
+    def __init__(self):
+        self.calls, self.t = 0, None
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls == 2:
+            self.t = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+def run_mode(model, tok, mon: Monitor, mode: str, context: str, question: str, new_tokens: int) -> tuple[int, float]:
+    """Generate `new_tokens` tokens; returns how many were generated and when the first one was."""
     if mode == "plain":
         model.set_attn_implementation("sdpa")
         ids = torch.tensor([mon.prompt(context, question).input_ids], device=model.device)  # [1, N]
         eos = eos_ids(model, tok)
+        first = FirstToken()
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                                  min_new_tokens=new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                                 eos_token_id=eos, pad_token_id=eos[0])
+                                 eos_token_id=eos, pad_token_id=eos[0], streamer=first)
         model.set_attn_implementation(ATTN_NAME)
-        return out.shape[1] - ids.shape[1]
+        return out.shape[1] - ids.shape[1], first.t
     if mode == "monitor":
         stream = mon.generate(context, question, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-        n = sum(1 for _ in stream)
+        n, t_first = 0, None
+        for _ in stream:
+            n += 1
+            t_first = t_first or time.perf_counter()
         stream.result()
-        return n
+        return n, t_first
     raise ValueError(mode)
 
 
@@ -74,21 +95,28 @@ def time_modes(model, tok, mon, args) -> list[dict]:
         for mode in ("plain", "monitor"):  # warm-up
             run_mode(model, tok, mon, mode, context, question, 2)
         sums = {"plain": 0.0, "monitor": 0.0}
+        dec = {"plain": 0.0, "monitor": 0.0}  # from the first new token to the last
         per = []
         for _ in range(args.repeats):
             rep = {}
             for mode in ("plain", "monitor"):
                 t0 = time.perf_counter()
-                n = run_mode(model, tok, mon, mode, context, question, args.new_tokens)
-                rep[mode] = time.perf_counter() - t0
+                n, t_first = run_mode(model, tok, mon, mode, context, question, args.new_tokens)
+                t1 = time.perf_counter()
+                rep[mode] = t1 - t0
                 assert n == args.new_tokens, (mode, n)
                 sums[mode] += rep[mode]
+                dec[mode] += t1 - t_first
             per.append(round(rep["monitor"] / rep["plain"], 4))
         row = {"length": length, "prompt_tokens": mon.prompt(context, question).n, "plain_s": round(sums["plain"], 2),
                "monitor_s": round(sums["monitor"], 2), "ratio": round(sums["monitor"] / sums["plain"], 4),
-               "ratio_per_repeat": per}
+               "ratio_per_repeat": per,
+               "decode_ms_per_token": {m: round(1000 * v / (args.repeats * (args.new_tokens - 1)), 2)
+                                       for m, v in dec.items()},
+               "decode_ratio": round(dec["monitor"] / dec["plain"], 4)}
         print(f"  {length:>6} tokens: plain {row['plain_s']:8.1f} s  monitor {row['monitor_s']:8.1f} s  "
-              f"ratio {row['ratio']:.3f}  per repeat {per}", flush=True)
+              f"ratio {row['ratio']:.3f}  per repeat {per}; decoding alone {row['decode_ms_per_token']} ms/token, "
+              f"ratio {row['decode_ratio']:.3f}", flush=True)
         rows.append(row)
     return rows
 
@@ -166,6 +194,7 @@ def main() -> None:
               flush=True)
         result["memory"].append(row)
     result["summary"] = {"time_ratio": {r["length"]: r["ratio"] for r in result["time"]},
+                         "decode_ratio": {r["length"]: r["decode_ratio"] for r in result["time"]},
                          "memory_ratio": {r["length"]: r["ratio"] for r in result["memory"]},
                          "goal": "<= 1.10 for both at 2K and 8K"}
     out.parent.mkdir(parents=True, exist_ok=True)
