@@ -20,6 +20,9 @@ POLICY_STYLE = {"retrieval": ("o-", "#d73027", "retrieval heads full, others sin
                 "streaming-matched": ("v-.", "#762a83", "streaming at the retrieval cache's budget")}
 
 
+LABEL_OFFSET = {"retrieval": (4, 5), "random": (5, -10), "streaming": (-24, -10), "streaming-matched": (-24, 5)}
+
+
 def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """rows: kv-sweep summary arms (policy, recent, kv_share, mean_score, ci95). The full cache is a dashed line
     at share 1; each other policy is a curve over its windows, labelled by recent."""
@@ -38,8 +41,13 @@ def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
         err = np.array([[m - c[0] if c else 0 for m, c in zip(y, ci)], [c[1] - m if c else 0 for m, c in zip(y, ci)]])
         ax.errorbar(x, y, yerr=err, fmt=style, color=color, capsize=3, label=label)
         for xi, yi, ri in zip(x, y, rec):
-            ax.annotate(f"r{ri}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+            ax.annotate(f"r{ri}", (xi, yi), textcoords="offset points", xytext=LABEL_OFFSET.get(policy, (4, 4)),
+                        fontsize=7, color=color)
     ax.set_xscale("log")
+    ticks = [t for t in (1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100) if t >= 0.8 * min(
+        (100 * r["kv_share"] for r in rows if r.get("kv_share")), default=1)]
+    ax.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("KV bytes kept (% of the full cache, mean over samples)")
     ax.set_ylabel("mean NIAH score (0-100)")
     ax.set_ylim(-2, 102)
