@@ -80,6 +80,7 @@ def arm_heatmaps(arms: list[tuple[str, list[dict]]], path: str | Path, title: st
         ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths], fontsize=7)
     for ax in list(axes.flat)[len(arms):]:
         ax.axis("off")
+    fig.subplots_adjust(hspace=0.6)  # room for each panel's two-line title
     fig.suptitle(title + " (x: tokens, y: depth %)", fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=list(axes.flat), shrink=0.8, label="score")
