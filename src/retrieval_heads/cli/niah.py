@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from ..runtime.ablation import ABLATION_MODES
-from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan, sweep_kwargs
+from .common import (add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan,
+                     sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
 
 _DEFAULT_KS = "0,5,10,20,50,100"

@@ -161,20 +161,21 @@ def _records(path: Path) -> list[dict]:
         (path / "samples.jsonl").exists() else []
 
 
-def arm_row(arm: Arm, config: KVSweepConfig, out: Path) -> dict[str, Any] | None:
-    """One summary row from the arm's finished run dirs; None while any part is unfinished."""
-    recs, windows = [], {}
-    for sub, niah in arm.parts:
+def arm_records(arm: Arm, out: Path) -> list[dict] | None:
+    """The sample records of every part of an arm; None while any part is unfinished."""
+    recs: list[dict] = []
+    for sub, _ in arm.parts:
         if not (out / sub / "summary.json").exists():
             return None
-        rs = _records(out / sub)
-        recs += rs
-        for n in niah.lengths_only or niah.probe.lengths:
-            windows[n] = niah.kv_recent
+        recs += _records(out / sub)
     n_expected = sum(len(n.lengths_only or n.probe.lengths) * len(n.probe.depths) * n.probe.needles_per_cell
                      for _, n in arm.parts)
-    if len(recs) < n_expected:
-        return None
+    return recs if len(recs) >= n_expected else None
+
+
+def arm_row(arm: Arm, config: KVSweepConfig, recs: list[dict]) -> dict[str, Any]:
+    """One summary row from an arm's finished records (`arm_records`)."""
+    windows = {n: niah.kv_recent for _, niah in arm.parts for n in niah.lengths_only or niah.probe.lengths}
     scores = [r["score"] for r in recs]
     shares = [r["kv_bytes"] / r["kv_bytes_full"] for r in recs if r.get("kv_bytes_full")]
     counts = Counter(r["class"] for r in recs)
@@ -225,12 +226,11 @@ def add_diffs(rows: list[dict], records: dict[str, list[dict]]) -> None:
 
 
 def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[str, Any]:
-    rows, missing = [], []
-    for arm in arms:
-        row = arm_row(arm, config, out)
-        (rows.append(row) if row is not None else missing.append(arm.name))
-    records = {r["arm"]: [x for a in arms if a.name == r["arm"] for sub, _ in a.parts for x in _records(out / sub)]
-               for r in rows}
+    found = {arm.name: arm_records(arm, out) for arm in arms}  # None: unfinished
+    finished = [arm for arm in arms if found[arm.name] is not None]
+    missing = [arm.name for arm in arms if found[arm.name] is None]
+    records = {arm.name: found[arm.name] for arm in finished}
+    rows = [arm_row(arm, config, records[arm.name]) for arm in finished]
     add_diffs(rows, records)
     summary = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": rows,
                "missing": missing}
@@ -238,9 +238,7 @@ def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[s
     if rows:
         budget_plot(rows, out / "budget.png", f"{config.model.model}: NIAH mean vs share of KV bytes kept "
                     f"(sink {config.sink}, lengths {','.join(str(n) for n in config.probe.lengths)})")
-        by_arm = {r["arm"]: r for r in rows}
-        panels = [(f"{a.name} ({100 * by_arm[a.name]['kv_share']:.0f}% KV)",
-                   [x for sub, _ in a.parts for x in _records(out / sub)]) for a in arms if a.name in by_arm]
+        panels = [(f"{a.name} ({100 * r['kv_share']:.0f}% KV)", records[a.name]) for a, r in zip(finished, rows)]
         arm_heatmaps(panels, out / "heatmaps.png", f"{config.model.model}: NIAH per arm")
     return summary
 

@@ -92,7 +92,8 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     if config.lengths_only is not None:  # a part of the grid: each sample keeps the needle the whole grid gives it
         bad = sorted(set(config.lengths_only) - set(config.probe.lengths))
         if bad or not config.lengths_only:
-            raise RHeadsError(f"lengths_only {config.lengths_only}: pick some of the grid's lengths {config.probe.lengths}")
+            raise RHeadsError(f"lengths_only {config.lengths_only}: pick some of the grid's lengths "
+                              f"{config.probe.lengths}")
         g.samples = [s for s in g.samples if s.length in config.lengths_only]
     L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
@@ -114,7 +115,8 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     if out is not None:
         out = Path(out)
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
-                                jsonl="samples.jsonl", kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
+                                jsonl="samples.jsonl", kind="sample", defaults={"config": config.defaults()},
+                                overwrite=overwrite)
 
     try:
         if config.ablation == "mean" and heads and any(s.id not in done for s in g.samples):
