@@ -122,3 +122,17 @@ def test_monitor_generates_and_writes_html_and_json(model_dir, tmp_path, capsys)
     assert "hallucination score:" in out and "verdict:" in out and page.is_file()
     rep = json.loads(js.read_text())
     assert rep["question"] == QUESTION and len(rep["tokens"]) <= 6 and rep["verdict"] in out
+
+
+def test_monitor_bench_command_with_unanswerable_items(model_dir, haystack, tmp_path, capsys):
+    hay = tmp_path / "hay.txt"
+    hay.write_text(haystack)
+    out = tmp_path / "bench"
+    code, stdout, _ = _run(["monitor", "bench", "--model", str(model_dir), "--scores", str(model_dir / "scores.json"),
+                            "--haystack", str(hay), "--lengths", "200", "--depths", "0,50", "--niah-per-cell", "0",
+                            "--cf-per-cell", "0", "--unanswerable-per-cell", "1", "--limit", "3",
+                            "--max-new-tokens", "4", "--random-seeds", "1", "--out", str(out)], capsys)
+    assert code == 0 and "results in" in stdout
+    recs = [r for r in read_jsonl(out / "items.jsonl") if r.get("type") == "item"]
+    assert len(recs) == 3 and {r["kind"] for r in recs} == {"unanswerable"} and {r["gold"] for r in recs} == {""}
+    assert json.loads((out / "config.json").read_text())["config"]["unanswerable_per_cell"] == 1

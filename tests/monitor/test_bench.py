@@ -47,14 +47,15 @@ def test_run_bench_on_a_tiny_model(model, tok, scores, haystack, tmp_path):
     assert (out / "summary.json").is_file() and (out / "tables.md").is_file()
 
 
-def _fake_run(path, n=120, seed=0):
+def _fake_run(path, n=120, seed=0, kinds=("niah", "counterfactual")):
     rng = np.random.default_rng(seed)
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"config": {"model": {"model": "fake"}}, "model": {"spec": "fake"}}))
     lines = [json.dumps({"type": "header"})]
     for i in range(n):
-        kind = ("niah", "counterfactual")[i % 2]
-        cls = "degenerate" if i % 15 == 0 else ("hallucinated" if rng.random() < 0.35 else "correct")
+        kind = kinds[i % len(kinds)]
+        cls = "degenerate" if i % 15 == 0 else ("hallucinated" if kind == "unanswerable" or rng.random() < 0.35
+                                                 else "correct")
         label = None if cls == "degenerate" else int(cls == "hallucinated")
         T = 4
         wrong = 1 if label is None else label
@@ -62,9 +63,10 @@ def _fake_run(path, n=120, seed=0):
         sig = {"copy": copy, "copy_q": [0.0] * T, "mass": list(rng.uniform(0.3, 0.7, T))}
         noise = {"copy": list(rng.uniform(0, 1, T)), "copy_q": [0.0] * T, "mass": list(rng.uniform(0, 1, T))}
         lb = rng.normal(0, 1, 6) + (np.arange(6) == 2) * 2 * wrong * (1 if kind == "niah" else -1)
+        common = "Paris" if kind == "unanswerable" and i % 2 else None
         lines.append(json.dumps({
             "type": "item", "id": f"it-{i}", "kind": kind, "source": f"s-{i % 10}", "length": (1000, 2000)[i % 3 == 0],
-            "judge": {"class": cls}, "label": label, "parametric": None, "content": [True] * T,
+            "judge": {"class": cls}, "label": label, "parametric": common is not None, "content": [True] * T,
             "token_labels": [None] * T if label is None else [label, 0, label, 0],
             "signals": {"retrieval": sig, "all": noise}, "logprobs": list(-rng.uniform(0, 2, T)),
             "entropies": list(rng.uniform(0, 3, T)), "rauq_tokens": list(rng.uniform(0, 3, T)),
@@ -99,3 +101,21 @@ def test_evaluate_on_known_signals(tmp_path):
     assert s["subsets"]["strict"][MONITOR]["n"] == sum(r["judge"]["class"] in ("correct", "hallucinated") for r in recs)
     for png in ("roc.png", "auroc.png"):
         assert (tmp_path / "run" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unanswerable_items_join_the_counterfactual_task(tmp_path):
+    recs = _fake_run(tmp_path / "run", n=150, kinds=("niah", "counterfactual", "unanswerable"))
+    s = evaluate_run(tmp_path / "run")
+    lab = [r for r in recs if r["label"] is not None]
+    un = [r for r in recs if r["kind"] == "unanswerable"]
+    sub = s["subsets"]
+    assert sub["counterfactual"][MONITOR]["n"] == sum(r["kind"] != "niah" for r in lab)
+    assert sub["answerable"][MONITOR]["n"] == sum(r["kind"] != "unanswerable" for r in lab)
+    assert sub["counterfactual"]["lookback[niah->counterfactual]"]["n"] == sub["counterfactual"][MONITOR]["n"]
+    assert sub["all"]["lookback[in-domain]"]["n"] == len(lab)  # out-of-fold scores for every labelled answer
+    assert s["counts"]["unanswerable"] == {"items": len(un), "refused": sum(r["label"] is None for r in un),
+                                           "answered": sum(r["label"] == 1 for r in un),
+                                           "parametric": sum(r["label"] == 1 and r["parametric"] for r in un)}
+    assert "Unanswerable items" in (tmp_path / "run" / "tables.md").read_text()
+    _fake_run(tmp_path / "two-kinds")  # the `answerable` subset only when there are unanswerable items
+    assert "answerable" not in evaluate_run(tmp_path / "two-kinds")["subsets"]

@@ -8,6 +8,7 @@ from collections import Counter
 
 from retrieval_heads.monitor.items import counterfactual_facts, label_of, materialize, plan, token_labels
 from retrieval_heads.monitor.prompt import build_prompt
+from retrieval_heads.scoring.judge import judge
 
 
 def test_counterfactual_facts_are_well_formed():
@@ -38,6 +39,22 @@ def test_materialized_context_holds_the_sentence_and_fits(tok, haystack, tmp_pat
         assert item.statement in ctx
         n = build_prompt(tok, ctx, item.question).n
         assert item.length - 30 <= n <= item.length
+
+
+def test_unanswerable_items_hold_another_fact_and_no_answer(tok, haystack):
+    items = plan([300, 400], [0, 50, 100], niah_per_cell=0, cf_per_cell=0, unanswerable_per_cell=1)
+    assert len(items) == 64 * 2 and {i.kind for i in items} == {"unanswerable"}
+    assert plan([300], [50], unanswerable_per_cell=0) == plan([300], [50])  # the default plan is unchanged
+    facts = {f["id"]: f for f in counterfactual_facts()}
+    for item in [i for i in items if i.length == 300]:  # every fact, the ones whose sentence ends in a name too
+        f = facts[item.source]
+        assert item.gold == "" and item.common == f["common"] and item.question == f["question"]
+        assert item.statement != f["statement"] and f["answer"] not in item.statement
+        ctx = materialize(item, tok, haystack)
+        assert item.statement in ctx and f["statement"] not in ctx
+    # no gold answer: any answer is wrong, a refusal is kept apart
+    assert label_of(judge("The capital of France is Paris.", "")) == 1
+    assert label_of(judge("The context does not say.", "")) is None
 
 
 def test_labels():

@@ -108,7 +108,8 @@ def cmd_bench(a) -> None:
     scores = _need_scores(a, "rheads monitor bench")
     config = BenchConfig(model=model_config(a), scores=scores, threshold=a.threshold,
                          lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
-                         niah_per_cell=a.niah_per_cell, cf_per_cell=a.cf_per_cell, needles=a.needles,
+                         niah_per_cell=a.niah_per_cell, cf_per_cell=a.cf_per_cell,
+                         unanswerable_per_cell=a.unanswerable_per_cell, needles=a.needles,
                          haystack=a.haystack, template=a.template, chat=a.chat, max_new_tokens=a.max_new_tokens,
                          random_seeds=list(range(a.random_seeds)), seed=a.item_seed, limit=a.limit)
     _, model, tok = load(a)
@@ -153,6 +154,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--depths", default="0:100:5", help="depths in percent (default: %(default)s)")
     b.add_argument("--niah-per-cell", type=int, default=2, help="depths per (needle, length) (default: 2)")
     b.add_argument("--cf-per-cell", type=int, default=1, help="depths per (fact, length) (default: 1)")
+    b.add_argument("--unanswerable-per-cell", type=int, default=0,
+                   help="depths per (fact, length) with the fact left out of the context and another fact's "
+                        "sentence in its place: any answer is wrong (default: 0)")
     b.add_argument("--needles", default="eval", help="needle set for the NIAH items (default: eval)")
     b.add_argument("--haystack", default="paul-graham")
     b.add_argument("--max-new-tokens", type=int, default=48)

@@ -1,6 +1,6 @@
 """The benchmark's figures, from a run directory's items.jsonl (and arrays/ for token-level Lookback Lens): per
-subset (all labelled answers, NIAH, counterfactual QA, each length; and with degenerate answers counted as
-wrong), for the monitor, its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback
+subset (all labelled answers, NIAH, counterfactual QA with its unanswerable items, the answerable items alone
+when there are unanswerable ones, each length; and with degenerate answers counted as wrong), for the monitor, its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback
 Lens: answer-level AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision
 at 80% recall, and token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
 
@@ -28,7 +28,13 @@ from .metrics import detection, paired_auroc_diff, token_detection
 from .score import VARIANTS, answer_score, is_echo, is_unsupported, token_score
 
 MONITOR = "retrieval:combined"
-TASKS = ("niah", "counterfactual")
+TASKS = ("niah", "counterfactual")  # the two tasks of Lookback's cross-task test and of the per-task subsets
+
+
+def task_of(kind: str) -> str:
+    """The task of an item kind: unanswerable items ask the counterfactual facts' questions, so they belong to
+    the counterfactual task (they hold only wrong answers and refusals, so they are not a task of their own)."""
+    return "niah" if kind == "niah" else "counterfactual"
 
 
 def answer_signals(rec: dict) -> dict[str, float]:
@@ -60,7 +66,7 @@ def _lookback(items: list[dict], run: Path) -> dict[str, dict[str, Any]]:
     """Per setting ('in-domain', 'niah->counterfactual', ...): {item id: (answer score, token scores or None)}."""
     X = np.array([r["lookback"] for r in items], dtype=float)
     y = np.array([r["label"] for r in items])
-    kinds = np.array([r["kind"] for r in items])
+    kinds = np.array([task_of(r["kind"]) for r in items])
     out: dict[str, dict[str, Any]] = {"in-domain": {}}
     models: dict[str, list] = {}
     for task in TASKS:  # in-domain: out-of-fold within each task
@@ -137,8 +143,10 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
                 if r["id"] in d["tokens"]:
                     t[f"lookback[{key}]"] = d["tokens"][r["id"]]
     names = sorted({k for s in sigs for k in s}, key=lambda n: (n != MONITOR, n.startswith("lookback"), n))
-    subsets = {"all": lambda r: True, **{k: (lambda r, k=k: r["kind"] == k) for k in TASKS},
+    subsets = {"all": lambda r: True, **{k: (lambda r, k=k: task_of(r["kind"]) == k) for k in TASKS},
                "strict": lambda r: r["judge"]["class"] in ("correct", "hallucinated")}
+    if any(r["kind"] == "unanswerable" for r in labelled):
+        subsets["answerable"] = lambda r: r["kind"] != "unanswerable"
     for length in sorted({r["length"] for r in labelled}):
         subsets[f"length={length}"] = lambda r, n=length: r["length"] == n
     for sub, pick in subsets.items():
@@ -183,6 +191,11 @@ def _counts(records: list[dict]) -> dict[str, Any]:
     cf_wrong = [r for r in records if r["kind"] == "counterfactual" and r["label"] == 1]
     out["counterfactual_wrong_parametric"] = sum(bool(r["parametric"]) for r in cf_wrong)
     out["counterfactual_wrong"] = len(cf_wrong)
+    un = [r for r in records if r["kind"] == "unanswerable"]
+    if un:  # how the unanswerable items were answered: from memory (the real-world answer) or otherwise
+        un_wrong = [r for r in un if r["label"] == 1]
+        out["unanswerable"] = {"items": len(un), "refused": sum(r["label"] is None for r in un),
+                               "answered": len(un_wrong), "parametric": sum(bool(r["parametric"]) for r in un_wrong)}
     return out
 
 

@@ -6,6 +6,12 @@ of the model's own answers.
 - counterfactual QA (`data/counterfactual.jsonl`, 64 facts): a sentence that contradicts common knowledge ("The
   capital of France is Lyon.") placed in the same haystack; the gold answer is the context's ("Lyon"), so an
   answer from parametric memory ("Paris") is wrong. `common` keeps the real-world answer.
+- unanswerable QA (optional, `unanswerable_per_cell`): a counterfactual question whose sentence is missing; the
+  haystack holds another counterfactual fact's sentence instead, on another subject ("Water freezes at 40
+  degrees Celsius." for the question on France). The context does not answer, so the gold answer is empty: any answer is unsupported and
+  wrong (label 1, whether it comes from memory or from the distractor), and a refusal is kept apart.
+  It gives models that are at their ceiling on the first two kinds (Qwen) a natural share of wrong answers:
+  the model's own answers, no head masked.
 Each item is rebuilt from its recipe (kind, source id, length, depth) with `probes.build_probe` and the monitor's
 template, so a labelled set stores no context text. `plan` orders the items by a seeded shuffle, so a run cut
 short still covers every kind, length and depth.
@@ -34,19 +40,19 @@ from ..probes.build import build_probe
 from ..probes.needles import Needle, get_needles
 from .score import STOPWORDS, word_flags
 
-KINDS = ("niah", "counterfactual")
+KINDS = ("niah", "counterfactual", "unanswerable")
 
 
 @dataclass(frozen=True)
 class BenchItem:
     id: str
-    kind: str  # niah or counterfactual
+    kind: str  # niah, counterfactual or unanswerable
     source: str  # needle index (n-03) or fact id (cf-12)
     length: int
     depth: float
     question: str
     gold: str
-    common: str | None  # counterfactual: the real-world answer
+    common: str | None  # counterfactual, unanswerable: the real-world answer
     statement: str  # the sentence hidden in the haystack
 
 
@@ -56,7 +62,8 @@ def counterfactual_facts() -> list[dict]:
 
 
 def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_per_cell: int = 1,
-         needles: str = "eval", seed: int = 42, limit: int | None = None) -> list[BenchItem]:
+         unanswerable_per_cell: int = 0, needles: str = "eval", seed: int = 42,
+         limit: int | None = None) -> list[BenchItem]:
     """Every (source, length) with `*_per_cell` depths each (rotating through `depths`), in a seeded order."""
     if not lengths or not depths:
         raise RHeadsError("the benchmark needs at least one length and one depth")
@@ -67,12 +74,20 @@ def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_
                 depth = depths[(i + li + j * 2) % len(depths)]
                 items.append(BenchItem(f"niah-{i:02d}-{length}-{depth:g}", "niah", f"n-{i:02d}", length, depth,
                                        nd.question, nd.real_needle, None, nd.needle))
-    for i, f in enumerate(counterfactual_facts()):
+    facts = counterfactual_facts()
+    for i, f in enumerate(facts):
         for li, length in enumerate(lengths):
             for j in range(cf_per_cell):
                 depth = depths[(i + li + j * 2) % len(depths)]
                 items.append(BenchItem(f"{f['id']}-{length}-{depth:g}", "counterfactual", f["id"], length, depth,
                                        f["question"], f["answer"], f["common"], f["statement"]))
+    for i, f in enumerate(facts):
+        other = facts[(i + len(facts) // 2) % len(facts)]  # a distractor on another subject
+        for li, length in enumerate(lengths):
+            for j in range(unanswerable_per_cell):
+                depth = depths[(i + li + j * 2 + 1) % len(depths)]
+                items.append(BenchItem(f"un-{f['id']}-{length}-{depth:g}", "unanswerable", f["id"], length, depth,
+                                       f["question"], "", f["common"], other["statement"]))
     random.Random(seed).shuffle(items)
     return items[:limit] if limit else items
 
@@ -84,7 +99,8 @@ def materialize(item: BenchItem, tokenizer, haystack: str, template: str = "defa
                 max_context: int | None = None) -> str:
     """The item's context text: the haystack with its sentence at the item's depth, sized so that the whole
     prompt (template and question included) has about `item.length` tokens."""
-    needle = Needle(needle=item.statement, question=item.question, real_needle=item.gold)
+    # an unanswerable item has no gold answer: its sentence stands for the span that build_probe checks
+    needle = Needle(needle=item.statement, question=item.question, real_needle=item.gold or item.statement)
     probe = build_probe(tokenizer, haystack, needle, item.length, item.depth, template, chat, max_context=max_context)
     m = _CONTEXT.search(probe.prompt_text)
     if m is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MAIN = ("all", "niah", "counterfactual", "strict", "all+degenerate")
+MAIN = ("all", "niah", "counterfactual", "answerable", "strict", "all+degenerate")
 PER_LENGTH = ("retrieval:combined", "retrieval:copy", "all:combined", "random-s0:combined", "mean_logprob",
               "min_logprob", "max_entropy", "rauq", "length")
 
@@ -45,6 +45,7 @@ def write_tables(path: str | Path, summary: dict[str, Any]) -> Path:
              f"{summary['answers']} answers, {summary['labelled']} labelled (right/wrong); classes {c['classes']}; "
              f"wrong share {c['wrong_share']}; counterfactual wrong answers that give the real-world answer: "
              f"{c['counterfactual_wrong_parametric']} of {c['counterfactual_wrong']}.", "",
+             *([f"Unanswerable items: {c['unanswerable']}.", ""] if c.get("unanswerable") else []),
              "By kind: " + "; ".join(f"{k} {v}" for k, v in c["by_kind"].items()), "",
              "By length: " + "; ".join(f"{k} {v}" for k, v in c["by_length"].items()), ""]
     goals = summary.get("goals") or {}
