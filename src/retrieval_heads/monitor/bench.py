@@ -113,7 +113,8 @@ def run_bench(model, tokenizer, config: BenchConfig, out: str | Path, *, overwri
     check_dims(scores, L, H, source=config.scores)
     sets = head_sets(scores, config.threshold, L, H, config.random_seeds)
     items = plan(config.lengths, config.depths, niah_per_cell=config.niah_per_cell, cf_per_cell=config.cf_per_cell,
-                 unanswerable_per_cell=config.unanswerable_per_cell, needles=config.needles, seed=config.seed, limit=config.limit)
+                 unanswerable_per_cell=config.unanswerable_per_cell, needles=config.needles, seed=config.seed,
+                 limit=config.limit)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "model_key": model_key(model),
             "model": model_meta(model), "items": len(items),
             "head_sets": {"retrieval": [f"{l}-{h}" for l, h in scores.above(config.threshold)],

@@ -1,8 +1,9 @@
 """The benchmark's figures, from a run directory's items.jsonl (and arrays/ for token-level Lookback Lens): per
 subset (all labelled answers, NIAH, counterfactual QA with its unanswerable items, the answerable items alone
-when there are unanswerable ones, each length; and with degenerate answers counted as wrong), for the monitor, its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback
-Lens: answer-level AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision
-at 80% recall, and token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
+when there are unanswerable ones, each length; and with degenerate answers counted as wrong), for the monitor,
+its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback Lens: answer-level
+AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision at 80% recall, and
+token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
 
 Signal names: `<head set>:<variant>` for the monitor's family (`retrieval:combined` is the monitor; head sets
 `retrieval` weighted by score, `retrieval-uniform`, `all`, `random-s<seed>`; variants in `score.VARIANTS`), the

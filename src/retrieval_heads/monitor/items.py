@@ -8,8 +8,9 @@ of the model's own answers.
   answer from parametric memory ("Paris") is wrong. `common` keeps the real-world answer.
 - unanswerable QA (optional, `unanswerable_per_cell`): a counterfactual question whose sentence is missing; the
   haystack holds another counterfactual fact's sentence instead, on another subject ("Water freezes at 40
-  degrees Celsius." for the question on France). The context does not answer, so the gold answer is empty: any answer is unsupported and
-  wrong (label 1, whether it comes from memory or from the distractor), and a refusal is kept apart.
+  degrees Celsius." for the question on France). The context does not answer, so the gold answer is empty: any
+  answer is unsupported and wrong (label 1, whether it comes from memory or from the distractor), and a refusal
+  is kept apart.
   It gives models that are at their ceiling on the first two kinds (Qwen) a natural share of wrong answers:
   the model's own answers, no head masked.
 Each item is rebuilt from its recipe (kind, source id, length, depth) with `probes.build_probe` and the monitor's
