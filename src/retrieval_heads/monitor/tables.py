@@ -61,7 +61,10 @@ def write_tables(path: str | Path, summary: dict[str, Any]) -> Path:
         lines.append("")
     for sub in MAIN:
         rows = summary["subsets"].get(sub)
-        if rows:
+        if rows and next(iter(rows.values()))["auroc"] is None:  # one class only: no AUROC to show
+            r = next(iter(rows.values()))
+            lines += [f"## {sub}", "", f"{r['n']} answers, {r['positives']} wrong: one class only, no AUROC.", ""]
+        elif rows:
             lines += [f"## {sub}", ""] + subset_table(rows) + [""]
     lengths = [k for k in summary["subsets"] if k.startswith("length=")]
     if lengths:
