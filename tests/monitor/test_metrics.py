@@ -10,8 +10,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from retrieval_heads.monitor import lookback as lb
-from retrieval_heads.monitor.metrics import (_boot_auc, _counts, detection, paired_auroc_diff, precision_at_recall,
-                                             token_detection)
+from retrieval_heads.monitor.metrics import (MIN_PER_CLASS, _boot_auc, _counts, detection, paired_auroc_diff,
+                                             precision_at_recall, token_detection)
 
 
 def test_resampled_auroc_equals_sklearn_on_the_expanded_resample_with_ties():
@@ -54,12 +54,25 @@ def test_paired_difference_and_token_level():
     d = paired_auroc_diff(y, good, bad)
     assert d["diff"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, bad), abs=1e-4)
     assert 0 < d["ci"][0] < d["diff"] < d["ci"][1]
-    groups = [([0, 0, 1], [0.1, 0.2, 0.9]), ([0, 0], [0.3, 0.1]), ([1, 0, 1], [0.8, 0.2, 0.4])]
+    groups = [([0, 0, 1], [0.1, 0.2, 0.9]), ([0, 0], [0.3, 0.1]), ([1, 0, 1], [0.8, 0.2, 0.4])] * 2
+    groups += [([1, 0], [0.7, 0.5])] * 3
     t = token_detection(groups, n_boot=200)
     flat_y = [l for g in groups for l in g[0]]
     flat_s = [v for g in groups for v in g[1]]
     assert t["auroc"] == pytest.approx(roc_auc_score(flat_y, flat_s), abs=1e-4)
-    assert t["n_tokens"] == 8 and t["n_answers"] == 3 and t["positives"] == 3
+    assert t["n_tokens"] == 22 and t["n_answers"] == 9 and t["positives"] == 9
+    # fewer than MIN_PER_CLASS answers hold a wrong token (or one class has too few answers): no AUROC
+    assert token_detection(groups[:6], n_boot=50)["auroc"] is None  # 4 answers hold a wrong token
+
+
+def test_an_auroc_needs_enough_answers_of_each_class():
+    s = np.arange(20, dtype=float)
+    y = (np.arange(20) >= 20 - MIN_PER_CLASS).astype(int)
+    assert detection(y, s)["auroc"] == 1.0 and paired_auroc_diff(y, s, -s)["diff"] == 1.0
+    y[20 - MIN_PER_CLASS] = 0  # one wrong answer fewer: one answer would decide the AUROC
+    assert detection(y, s)["auroc"] is None and paired_auroc_diff(y, s, -s)["diff"] is None
+    X = np.c_[s, s]
+    assert lb.fit(X, y) is None and lb.fit(X, (np.arange(20) >= 10).astype(int)) is not None
 
 
 def test_lookback_folds_fit_and_windows():

@@ -24,13 +24,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .metrics import enough
+
 WINDOW = 8
 
 
 def fit(X: np.ndarray, y: Sequence[int]):
-    """A fitted pipeline (standardize + logistic regression), or None when `y` has one class."""
+    """A fitted pipeline (standardize + logistic regression), or None with under MIN_PER_CLASS of a class."""
     y = np.asarray(y, dtype=int)
-    if len(y) == 0 or y.min() == y.max():
+    if not enough(y):
         return None
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X, y)
 

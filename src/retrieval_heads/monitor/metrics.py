@@ -6,6 +6,8 @@ replacement; AUROC is not a mean, so the statistic is recomputed on each resampl
 each answer's draw count) rather than averaged. Resamples lacking a class are left out. Two detectors compared
 on the same answers share their resamples. Token-level intervals resample answers, each with all its tokens.
 Scores are oriented so that higher = more likely hallucinated; point AUROCs come from scikit-learn.
+An AUROC needs at least MIN_PER_CLASS answers of each class (at token level: answers holding a token of each
+class); with fewer, one answer decides it (Qwen has 1 wrong NIAH answer in 125), so it is left out (None).
 
 Left out on purpose: thresholds for deployment (those would be fitted to labels) and significance tests.
 """
@@ -18,6 +20,14 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from ..analysis.stats import N_BOOT
+
+MIN_PER_CLASS = 5
+
+
+def enough(y: np.ndarray) -> bool:
+    """At least MIN_PER_CLASS of each class (0 and 1) in `y`."""
+    n1 = int(np.sum(y == 1))
+    return n1 >= MIN_PER_CLASS and len(y) - n1 >= MIN_PER_CLASS
 
 
 def _r(x: float | None) -> float | None:
@@ -83,7 +93,7 @@ def detection(y: Sequence[int], s: Sequence[float], *, n_boot: int = N_BOOT, see
     keep = _valid(y, s)
     y, s = y[keep], s[keep]
     out = {"n": int(len(y)), "positives": int(y.sum()), "auroc": None, "auroc_ci": None, "p_at_r80": None}
-    if len(y) < 2 or y.min() == y.max():
+    if not enough(y):
         return out
     boots = _boot_auc(y, s, _counts(len(y), n_boot, seed))
     out.update(auroc=_r(roc_auc_score(y, s)), auroc_ci=_ci(boots), p_at_r80=_r(precision_at_recall(y, s)))
@@ -96,7 +106,7 @@ def paired_auroc_diff(y: Sequence[int], a: Sequence[float], b: Sequence[float], 
     y, a, b = np.asarray(y, dtype=int), np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = _valid(y, a, b)
     y, a, b = y[keep], a[keep], b[keep]
-    if len(y) < 2 or y.min() == y.max():
+    if not enough(y):
         return {"n": int(len(y)), "diff": None, "ci": None}
     w = _counts(len(y), n_boot, seed)
     diffs = _boot_auc(y, a, w) - _boot_auc(y, b, w)
@@ -113,9 +123,10 @@ def token_detection(groups: list[tuple[Sequence[int], Sequence[float]]], *, n_bo
     keep = _valid(y, s)
     out = {"n_tokens": int(keep.sum()), "n_answers": len(groups), "positives": int(y[keep].sum()), "auroc": None,
            "auroc_ci": None, "p_at_r80": None}
-    if keep.sum() < 2 or y[keep].min() == y[keep].max():
-        return out
     owner = np.concatenate([np.full(len(g), i) for i, g in enumerate(ys)])[keep]  # answer of each token
+    with_pos, with_neg = len(set(owner[y[keep] == 1])), len(set(owner[y[keep] == 0]))
+    if min(with_pos, with_neg) < MIN_PER_CLASS:
+        return out
     w = _counts(len(groups), n_boot, seed)[:, owner]  # [B, tokens]: a token is drawn with its answer
     boots = _boot_auc(y[keep], s[keep], w)
     out.update(auroc=_r(roc_auc_score(y[keep], s[keep])), auroc_ci=_ci(boots),
