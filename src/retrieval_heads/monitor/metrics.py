@@ -67,15 +67,6 @@ def _ci(vals: np.ndarray) -> list[float | None]:
     return [_r(x) for x in np.percentile(v, [2.5, 97.5])]
 
 
-def auroc(y: Sequence[int], s: Sequence[float]) -> float | None:
-    y, s = np.asarray(y, dtype=int), np.asarray(s, dtype=float)
-    keep = _valid(y, s)
-    y, s = y[keep], s[keep]
-    if len(y) == 0 or y.min() == y.max():
-        return None
-    return float(roc_auc_score(y, s))
-
-
 def precision_at_recall(y: Sequence[int], s: Sequence[float], recall: float = 0.8) -> float | None:
     """The best precision among thresholds whose recall is at least `recall`."""
     y, s = np.asarray(y, dtype=int), np.asarray(s, dtype=float)
