@@ -123,7 +123,7 @@ def test_unanswerable_items_join_the_counterfactual_task(tmp_path):
 
 def test_a_subset_with_one_class_is_said_so(tmp_path):
     recs = _fake_run(tmp_path / "run")
-    for r in recs:  # the model answers every NIAH item right (as Qwen does at 1K-8K)
+    for r in recs:  # the model answers every NIAH item right (Qwen missed 1 of 125)
         if r["kind"] == "niah" and r["label"] == 1:
             r.update(label=0, judge={"class": "correct"}, token_labels=[0] * len(r["token_labels"]))
     (tmp_path / "run" / "items.jsonl").write_text("\n".join(json.dumps(r) for r in [{"type": "header"}, *recs]))
@@ -131,4 +131,4 @@ def test_a_subset_with_one_class_is_said_so(tmp_path):
     assert s["subsets"]["niah"][MONITOR]["auroc"] is None and s["subsets"]["all"][MONITOR]["auroc"] is not None
     md = (tmp_path / "run" / "tables.md").read_text()
     n = sum(r["kind"] == "niah" and r["label"] is not None for r in recs)
-    assert f"## niah\n\n{n} answers, 0 wrong: one class only, no AUROC." in md
+    assert f"## niah\n\n{n} answers, 0 wrong: under 5 of a class, no AUROC." in md

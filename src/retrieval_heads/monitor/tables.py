@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .metrics import MIN_PER_CLASS
+
 MAIN = ("all", "niah", "counterfactual", "answerable", "strict", "all+degenerate")
 PER_LENGTH = ("retrieval:combined", "retrieval:copy", "all:combined", "random-s0:combined", "mean_logprob",
               "min_logprob", "max_entropy", "rauq", "length")
@@ -61,10 +63,13 @@ def write_tables(path: str | Path, summary: dict[str, Any]) -> Path:
         lines.append("")
     for sub in MAIN:
         rows = summary["subsets"].get(sub)
-        if rows and next(iter(rows.values()))["auroc"] is None:  # one class only: no AUROC to show
-            r = next(iter(rows.values()))
-            lines += [f"## {sub}", "", f"{r['n']} answers, {r['positives']} wrong: one class only, no AUROC.", ""]
-        elif rows:
+        if not rows:
+            continue
+        first = next(iter(rows.values()))  # the monitor's row (evaluate sorts it first)
+        if first["auroc"] is None:  # too few answers of a class (metrics.MIN_PER_CLASS): no table to show
+            lines += [f"## {sub}", "", f"{first['n']} answers, {first['positives']} wrong: under {MIN_PER_CLASS} "
+                      "of a class, no AUROC.", ""]
+        else:
             lines += [f"## {sub}", ""] + subset_table(rows) + [""]
     lengths = [k for k in summary["subsets"] if k.startswith("length=")]
     if lengths:
