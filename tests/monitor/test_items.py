@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import pytest
+
+from retrieval_heads.errors import RHeadsError
 from retrieval_heads.monitor.items import counterfactual_facts, label_of, materialize, plan, token_labels
 from retrieval_heads.monitor.prompt import build_prompt
 from retrieval_heads.scoring.judge import judge
@@ -28,6 +31,13 @@ def test_plan_counts_and_order():
     assert len(head) == 4  # the first items already cover every kind and length
     assert Counter(i.depth for i in items).keys() == {0, 50, 100}
     assert plan([1000], [50], limit=5) == plan([1000], [50])[:5]
+
+
+@pytest.mark.parametrize("kwargs", [{"cf_per_cell": -1}, {"unanswerable_per_cell": -2}, {"niah_per_cell": -1},
+                                    {"niah_per_cell": 0, "cf_per_cell": 0}, {"limit": 0}])
+def test_plan_refuses_negative_or_empty_counts(kwargs):
+    with pytest.raises(RHeadsError, match="bad --"):
+        plan([1000], [50], **kwargs)
 
 
 def test_materialized_context_holds_the_sentence_and_fits(tok, haystack, tmp_path):

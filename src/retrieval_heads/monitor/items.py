@@ -68,6 +68,13 @@ def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_
     """Every (source, length) with `*_per_cell` depths each (rotating through `depths`), in a seeded order."""
     if not lengths or not depths:
         raise RHeadsError("the benchmark needs at least one length and one depth")
+    counts = {"niah": niah_per_cell, "cf": cf_per_cell, "unanswerable": unanswerable_per_cell}
+    bad = [f"--{k}-per-cell {v}" for k, v in counts.items() if v < 0]
+    if bad or not any(counts.values()):
+        raise RHeadsError(f"bad {', '.join(bad) or '--*-per-cell counts (all 0)'}: give counts >= 0, at least one "
+                          "above 0")
+    if limit is not None and limit < 1:
+        raise RHeadsError(f"bad --limit {limit}: give a number of items >= 1, or leave it out for all")
     items: list[BenchItem] = []
     for i, nd in enumerate(get_needles(needles)):
         for li, length in enumerate(lengths):
