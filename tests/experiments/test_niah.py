@@ -170,6 +170,32 @@ def test_run_ablate(model, tok, haystack_file, tmp_path):
     assert again["results"] == summary["results"]
 
 
+def test_ablate_skips_a_part_another_process_is_writing(model, tok, haystack_file, tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    from retrieval_heads.io.rundir import LOCK, _start_time
+
+    probe = ProbeConfig(haystack=haystack_file, needles="eval", lengths=[160], depths=[0], needles_per_cell=1)
+    cfg = AblateConfig(model=ModelConfig(model="tiny-llama"), probe=probe, scores=_scores_file(tmp_path), ks=[0, 2],
+                       random_seeds=1, controls=["random"], max_new_tokens=2)
+    out = tmp_path / "ablate"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "top-k2").mkdir(parents=True)
+        (out / "top-k2" / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid,
+                                                       "start": _start_time(other.pid)}))
+        summary = run_ablate(model, tok, cfg, out, progress=False)
+    finally:
+        other.kill()
+        other.wait()
+    assert summary["missing"] == ["top-k2"] and summary["runs"] == ["k0-baseline", "random-k2-seed0"]
+    assert f"skipped top-k2: {out / 'top-k2'} is being written by process {other.pid}" in capsys.readouterr().out
+    assert not (out / "top-k2" / "samples.jsonl").exists()
+    assert not any((out / d / LOCK).exists() for d in ("k0-baseline", "random-k2-seed0"))  # released
+
+
 def test_ablate_refuses_undrawable_k_before_running(model, tok, haystack_file, tmp_path):
     cfg = AblateConfig(model=ModelConfig(model="tiny-llama"), probe=ProbeConfig(haystack=haystack_file),
                        scores=_scores_file(tmp_path), ks=[0, 11])

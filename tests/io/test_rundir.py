@@ -2,6 +2,8 @@
 --overwrite, accept options added later at their defaults, refuse a newer format."""
 
 import json
+import os
+import socket
 
 import pytest
 
@@ -71,3 +73,57 @@ def test_newer_format_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**_meta(), "version": FORMAT_VERSION + 1}))
     with pytest.raises(RHeadsError, match="newer retrieval-heads"):
         claim_run_dir(tmp_path, _meta(), keys=KEYS)
+
+
+# ------------------------------------------------------------------------------------------- the writer's lock
+
+
+def _live_process():
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _hold(tmp_path, pid):
+    from retrieval_heads.io.rundir import LOCK, _start_time
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}))
+
+
+def test_open_run_locks_until_the_writer_closes(tmp_path):
+    from retrieval_heads.io.rundir import LOCK
+
+    done, w = open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample")
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    done, w2 = open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample")  # the same process may
+    w2.close()
+    w.close()
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_live_writer_makes_the_run_busy_even_with_overwrite(tmp_path):
+    from retrieval_heads.io.rundir import RunBusy
+
+    p = _live_process()
+    try:
+        _hold(tmp_path, p.pid)
+        for overwrite in (False, True):
+            with pytest.raises(RunBusy, match=f"process {p.pid}.*--only"):
+                open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample", overwrite=overwrite)
+        assert (tmp_path / "config.json").exists() is False  # nothing touched
+    finally:
+        p.kill()
+        p.wait()
+    done, w = open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample")  # its process ended: stale
+    w.close()
+
+
+def test_a_lock_from_another_host_is_refused(tmp_path):
+    from retrieval_heads.io.rundir import LOCK, RunBusy
+
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / LOCK).write_text(json.dumps({"host": "elsewhere", "pid": 1, "start": None}))
+    with pytest.raises(RunBusy, match="host elsewhere.*delete"):
+        open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample")

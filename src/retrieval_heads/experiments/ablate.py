@@ -5,7 +5,7 @@ in `config.ks` the top-K heads masked (`top-k{K}/`) and each control (`random-k{
 from the model's non-retrieval heads; `random-layer-k{K}-seed{s}/`: K non-retrieval heads from the top-K's
 own layers), K = 0 being the unmasked baseline (`k0-baseline/`). Each run is a `niah.run_niah` directory,
 resumable on its own, so the whole experiment resumes; `only` runs some of them, so processes sharing
-`out` can split the work (give each different parts).
+`out` can split the work (give each different parts; a part another live process is writing is skipped).
 
 Outputs in `out`: config.json, summary.json (`results`: one row per K with `top_mean`, `random_mean`,
 `random_std`, `random_layer_mean`, ..., each with a bootstrap 95% interval (`*_ci95`: over cells for one
@@ -24,7 +24,7 @@ from typing import Any
 
 from ..config import ModelConfig, ProbeConfig
 from ..io.jsonl import atomic_write_json
-from ..io.rundir import claim_run_dir
+from ..io.rundir import RunBusy, claim_run_dir
 from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..scoring.judge import RESPONSE_CLASSES
@@ -74,8 +74,11 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     for i, r in enumerate(todo, 1):
         if progress:
             print(f"[{i}/{len(todo)}] {r.name}", flush=True)
-        run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name, progress=progress, means=means,
-                 batch_size=batch_size)
+        try:
+            run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name, progress=progress, means=means,
+                     batch_size=batch_size)
+        except RunBusy as e:  # another process sharing --out runs this part
+            print(f"skipped {r.name}: {e}", flush=True)
 
     summary = summarize(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
     atomic_write_json(out / "summary.json", summary)

@@ -10,7 +10,7 @@ knowledge. `run_cot_experiment(model, tokenizer, config, out)` runs, on one load
    `random_seeds` draws. Every run is an `evaluate.run_eval` directory (`<mode>/k0-baseline`,
    `<mode>/top-k<K>`, `<mode>/random-k<K>-seed<s>`, ...), each resumable, so the whole experiment resumes.
    `only` runs a subset of them, so that processes sharing `out` can split the runs (one per core or GPU);
-   do not give two processes the same part.
+   a part another live process is writing is skipped (its directory is locked, `io.rundir`).
 2. the copy analysis (`copyshare.py`) over the first `copy_items` CoT items, unmasked.
 
 Outputs in `out`: config.json; summary.json (`results`: [{task, mode, mask, k, accuracy, ci95, n,
@@ -33,7 +33,7 @@ from typing import Any
 from ..config import ModelConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
-from ..io.rundir import claim_run_dir
+from ..io.rundir import RunBusy, claim_run_dir
 from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..version import FORMAT_VERSION, __version__
@@ -125,8 +125,11 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     for i, (mode, r) in enumerate(todo, 1):
         if progress:
             print(f"[{i}/{len(todo)}] {r.name}", flush=True)
-        run_eval(model, tokenizer, config.eval_config(mode, r.mask, r.seed), out / r.name, batch_size=batch_size,
-                 progress=progress)
+        try:
+            run_eval(model, tokenizer, config.eval_config(mode, r.mask, r.seed), out / r.name,
+                     batch_size=batch_size, progress=progress)
+        except RunBusy as e:  # another process sharing --out runs this part
+            print(f"skipped {r.name}: {e}", flush=True)
     if config.copy_items > 0 and "cot" in config.modes and (only is None or "copy" in only):
         copy_share(model, tokenizer, config.eval_config("cot"), scores, out, n_items=config.copy_items,
                    seeds=config.seeds(), threshold=config.threshold, progress=progress,

@@ -23,7 +23,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import RHeadsError
 
@@ -112,10 +112,11 @@ def mend_tail(path: Path) -> None:
 class JsonlWriter:
     """Append-only JSONL, flushed and fsynced after every record."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, on_close: Callable[[], None] | None = None):
         self.path = Path(path)
         mend_tail(self.path)
         self._f = open(self.path, "a", encoding="utf-8")
+        self._on_close = on_close
 
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(record, default=to_json) + "\n")
@@ -124,6 +125,9 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._f.close()
+        if self._on_close is not None:
+            self._on_close, hook = None, self._on_close
+            hook()
 
     def __enter__(self) -> "JsonlWriter":
         return self

@@ -12,13 +12,22 @@ differs in any of the caller's `keys`:
 - anything else (`data_sha`, `items_sha`, `masked_heads`): must be equal when both sides have it.
 A directory written by a newer format version is refused. `overwrite=True` deletes the directory first.
 
-Left out on purpose: locking; processes that share a sweep directory each own different subdirectories.
+While `open_run`'s writer is open the directory holds `.lock` (host, pid and the pid's start time): a second
+process opening it meanwhile gets `RunBusy`, a one-line error (sweeps skip that part instead, so processes
+sharing a sweep directory with overlapping `--only` never append to one file together). A lock whose process
+has ended on this host is taken over, so a killed run resumes.
+
+Left out on purpose: locks across hosts beyond refusing (a lock from another host must be deleted by hand),
+and locking `claim_run_dir` on its own (a sweep's top directory holds only its config and summary).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,57 @@ from ..version import FORMAT_VERSION
 from .jsonl import JsonlWriter, atomic_write_json, read_jsonl
 
 _LEGACY_MODEL_KEYS = ("family", "num_layers", "num_heads", "num_kv_heads", "dtype")
+LOCK = ".lock"
+
+
+class RunBusy(RHeadsError):
+    """Another live process is writing this run directory."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = _start_time(pid)
+    return start is None or now is None or now == start
+
+
+def _lock(out: Path) -> None:
+    """Take `out/.lock` for this process, or raise RunBusy naming its live holder."""
+    path = out / LOCK
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        held = None
+    if isinstance(held, dict) and held.get("pid") != os.getpid():
+        pid, host = held.get("pid"), held.get("host")
+        if host != socket.gethostname():
+            raise RunBusy(f"{out} is locked by process {pid} on host {host}: wait for it, or delete {path} if "
+                          "nothing writes there now")
+        if isinstance(pid, int) and _alive(pid, held.get("start")):
+            raise RunBusy(f"{out} is being written by process {pid}: give this process other parts with --only, "
+                          "or wait for it")
+    atomic_write_json(path, {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())})
+    atexit.register(_unlock, path)
+
+
+def _unlock(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, json.JSONDecodeError):
+        pass
 
 
 def config_diff(old: Any, new: Any, default: Any = None, path: str = "") -> list[str]:
@@ -106,10 +166,15 @@ def claim_run_dir(out: str | Path, meta: dict, *, keys: tuple[str, ...] = ("conf
 def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str, kind: str,
              defaults: dict | None = None, overwrite: bool = False) -> tuple[dict[str, dict], JsonlWriter]:
     """Create or resume a run directory: returns the records of type `kind` already in `jsonl` (by id) and a
-    writer appending to it (a new file starts with a header holding the version and `keys`)."""
+    writer appending to it (a new file starts with a header holding the version and `keys`). The directory is
+    locked until the writer closes (RunBusy while another live process holds it)."""
+    out = Path(out)
+    if out.exists():
+        _lock(out)  # before --overwrite may delete a directory another process is writing
     out = claim_run_dir(out, meta, keys=keys, defaults=defaults, overwrite=overwrite)
+    _lock(out)
     records = read_jsonl(out / jsonl)
-    writer = JsonlWriter(out / jsonl)
+    writer = JsonlWriter(out / jsonl, on_close=lambda: _unlock(out / LOCK))
     if not records:
         writer.write({"type": "header", "version": meta.get("version", FORMAT_VERSION),
                       **{k: meta.get(k) for k in keys}})
