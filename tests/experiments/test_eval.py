@@ -162,6 +162,21 @@ def test_eval_outputs_and_summary(model, tok, tmp_path, gsm_file):
     assert json.loads((tmp_path / "gsm" / "items.jsonl").read_text().splitlines()[0])["type"] == "header"
 
 
+def test_summary_bounds_what_the_token_limit_cost():
+    from retrieval_heads.experiments.evaluate import summarize
+
+    def rec(correct, cut):
+        return {"correct": correct, "cut_off": cut, "extracted": "1", "new_tokens": 8, "seconds": 0.1}
+
+    records = [rec(True, False), rec(False, False), rec(False, True), rec(True, True), rec(False, False)]
+    s = summarize(records, EvalConfig(model=ModelConfig(model="tiny-llama"), task="gsm8k", max_new_tokens=8), [], None)
+    assert s["n_cut_off"] == 2 and s["cut_off_share"] == 0.4 and s["n_cut_off_correct"] == 1
+    assert s["accuracy"] == 0.4 and s["accuracy_uncut"] == pytest.approx(1 / 3, abs=1e-6)  # 1 right of 3 uncut
+    assert s["accuracy_cut_right"] == 0.6  # the uncut right one and both cut ones
+    none_cut = summarize(records[:2], EvalConfig(model=ModelConfig(model="tiny-llama"), task="gsm8k"), [], None)
+    assert none_cut["accuracy_uncut"] == none_cut["accuracy_cut_right"] == none_cut["accuracy"] == 0.5
+
+
 def test_resume_gives_the_same_records(model, tok, tmp_path):
     cfg = _vt(mask="heads:0-1,2-3", ablation="uniform")
     full = run_eval(model, tok, cfg, tmp_path / "full", batch_size=3, progress=False)
@@ -264,7 +279,10 @@ def test_cot_experiment_end_to_end(model, tok, tmp_path):
     for key in ("retrieval", "random_matched", "all_other"):
         assert share[key] is None or 0.0 <= share[key] <= 1.0
     table = format_table(summary)
-    assert "top" in table and "random" in table and "cut off" in table and "95% CI" in table
+    assert "top" in table and "random" in table and "cut off" in table and "95% CI" in table and "cut=right" in table
+    for r in results:  # the bounds bracket the accuracy
+        assert r["accuracy_uncut"] is None or 0.0 <= r["accuracy_uncut"] <= 1.0
+        assert r["accuracy"] <= r["accuracy_cut_right"] <= 1.0
     again = run_cot_experiment(model, tok, cfg, out, batch_size=2, progress=False)  # all done: resumes
     assert again["results"] == summary["results"] and again["copy_share"] == summary["copy_share"]
 

@@ -159,7 +159,8 @@ def _sweep_dirs(tmp_path: Path, png: Path) -> tuple[Path, Path]:
         "config": {"model": {"model": "qwen2.5-coder-0.5b"}, "task": "gsm8k", "limit": 150,
                    "closedbook_task": "closedbook-facts", "ablation": "zero"},
         "results": [{"mode": "cot", "k": 0, "mask": "none", "accuracy": 0.42, "ci95": [0.34, 0.5],
-                     "relative_drop": 0.0, "cut_off_share": 0.03, "n": 150},
+                     "relative_drop": 0.0, "cut_off_share": 0.03, "accuracy_uncut": 0.433,
+                     "accuracy_cut_right": 0.447, "n": 150},
                     {"mode": "cot", "k": 20, "mask": "random", "accuracy": 0.31, "ci95": [0.22, 0.4],
                      "accuracy_std": 0.02, "relative_drop": 0.2619, "cut_off_share": 0.05, "n": 150}]}))
     return ab, cot
@@ -173,6 +174,7 @@ def test_report_shows_the_causal_curves_and_the_cot_table(report: Path, tmp_path
     assert 'id="causal"' in page and 'id="cot"' in page
     assert "12.5 [7.5, 17.5]" in page and "61.2 ± 2.0 [54.2, 68.2]" in page and "layer-matched random-K" in page
     assert "0.310 ± 0.020 [0.220, 0.400]" in page and "26%" in page and "cut off by the token limit" in page
+    assert "0.433" in page and "0.447" in page and "if every cut answer were right" in page
     assert "not finished: 1 runs" in page and page.count("data:image/png;base64,") == 1  # the ablate curve
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "## Causal: ablate-x" in md and "## Chain-of-thought: cot-x" in md and "| cot | 20 | random |" in md

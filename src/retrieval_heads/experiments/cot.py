@@ -17,6 +17,8 @@ Outputs in `out`: config.json; summary.json (`results`: [{task, mode, mask, k, a
 relative_drop, cut_off_share, ...}] where mask is none, top or a control, a control's accuracy being the mean
 over seeds and its interval bootstrapped over seeds then items; `relative_drop` = (base - acc) / base, null
 when the baseline is 0; `cut_off_share`: answers stopped by the token limit, not by EOS or the answer line;
+`accuracy_uncut` and `accuracy_cut_right`: accuracy on the answers not cut, and with every cut answer counted
+right (an upper bound on what a longer limit could give), each the mean over seeds;
 runs not finished yet are listed under `missing`); drop.png; copy_share.{jsonl,json,png}.
 
 Left out on purpose: significance tests, other head-selection baselines, and masking during the copy pass
@@ -163,11 +165,12 @@ def summarize(config: CotConfig, parts: list, done: dict[str, dict], n_retrieval
                 continue
             acc = r["mean"]
             cut = [m.get("cut_off_share") for m in members if m.get("cut_off_share") is not None]
+            bounds = {key: _mean([m.get(key) for m in members]) for key in ("accuracy_uncut", "accuracy_cut_right")}
             entry = {"task": members[0]["task"], "mode": mode, "mask": r["kind"], "k": r["k"], "accuracy": acc,
                      "ci95": r["ci95"], "n": members[0]["n"],
                      "relative_drop": round((b - acc) / b, 6) if b else None,
                      "cut_off_share": round(sum(cut) / len(cut), 4) if cut else None,
-                     "cut_off_shares": cut}
+                     "cut_off_shares": cut, **bounds}
             if r["kind"] == "top":
                 entry["masked_heads"] = members[0]["masked_heads"]
             elif r["kind"] != "none":
@@ -178,19 +181,29 @@ def summarize(config: CotConfig, parts: list, done: dict[str, dict], n_retrieval
             "runs": sorted(done), "missing": [r.name for _, r in parts if r.name not in done]}
 
 
+def _mean(values: list) -> float | None:
+    """Mean over seeds of a per-run figure; None when a run lacks it (written before it existed)."""
+    return None if not values or any(v is None for v in values) else round(sum(values) / len(values), 6)
+
+
 def format_table(summary: dict) -> str:
-    """Per mode, K and kind: accuracy [bootstrap 95% CI], relative drop, share cut off by the token limit."""
+    """Per mode, K and kind: accuracy [bootstrap 95% CI], relative drop, share cut off by the token limit, and
+    accuracy on the uncut answers and with every cut answer right."""
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.0f}%"
 
+    def acc(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
     lines = [f"retrieval heads (score > {summary['threshold']}): {summary['n_retrieval_heads']} of {summary['n_heads']}",
-             "", f"{'mode':<11}{'K':>4}  {'mask':<13}{'accuracy':>9}  {'95% CI':>15}  {'drop':>6}  {'cut off':>7}   n"]
+             "", f"{'mode':<11}{'K':>4}  {'mask':<13}{'accuracy':>9}  {'95% CI':>15}  {'drop':>6}  {'cut off':>7}  "
+             f"{'uncut':>6}  {'cut=right':>9}   n"]
     for r in summary["results"]:
         ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r["ci95"] else "-"
         std = f" +- {r['accuracy_std']:.3f}" if r.get("accuracy_std") else ""
         lines.append(f"{r['mode']:<11}{r['k']:>4}  {r['mask']:<13}{r['accuracy']:>9.3f}  {ci:>15}  "
-                     f"{pct(r['relative_drop']) if r['mask'] != 'none' else '':>6}  {pct(r['cut_off_share']):>7}   "
-                     f"{r['n']}{std}")
+                     f"{pct(r['relative_drop']) if r['mask'] != 'none' else '':>6}  {pct(r['cut_off_share']):>7}  "
+                     f"{acc(r.get('accuracy_uncut')):>6}  {acc(r.get('accuracy_cut_right')):>9}   {r['n']}{std}")
     if "copy_share" in summary:
         c = summary["copy_share"]
         fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731

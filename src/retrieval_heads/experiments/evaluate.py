@@ -190,6 +190,8 @@ def summarize(records: list[dict], config: EvalConfig, heads: list[tuple[int, in
     """summary.json: accuracy (fraction correct) over n items, and what was run."""
     n = len(records)
     n_ok = sum(r["correct"] for r in records)
+    cut = [r for r in records if cut_off(r, config.max_new_tokens)]
+    n_cut_ok = sum(r["correct"] for r in cut)
     return {
         "version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
         "model": model_meta(model) if model is not None else None,
@@ -199,8 +201,10 @@ def summarize(records: list[dict], config: EvalConfig, heads: list[tuple[int, in
         "accuracy": round(n_ok / n, 6) if n else 0.0, "n": n, "n_correct": n_ok,
         "ci95": bootstrap_ci([float(r["correct"]) for r in records]),
         "item_correct": [int(r["correct"]) for r in records],
-        "n_cut_off": sum(cut_off(r, config.max_new_tokens) for r in records),
-        "cut_off_share": round(sum(cut_off(r, config.max_new_tokens) for r in records) / n, 4) if n else 0.0,
+        "n_cut_off": len(cut), "cut_off_share": round(len(cut) / n, 4) if n else 0.0, "n_cut_off_correct": n_cut_ok,
+        # what the token limit can have cost: accuracy on the answers it did not cut, and with every cut one right
+        "accuracy_uncut": round((n_ok - n_cut_ok) / (n - len(cut)), 6) if n > len(cut) else None,
+        "accuracy_cut_right": round((n_ok - n_cut_ok + len(cut)) / n, 6) if n else None,
         "n_no_answer": sum(r["extracted"] is None for r in records),
         "mean_new_tokens": round(sum(r["new_tokens"] for r in records) / n, 2) if n else 0.0,
         "batch_size": batch_size, "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),

@@ -69,7 +69,8 @@ def causal_note(s: Sweep) -> str:
             + (f"not finished: {len(s.summary['missing'])} runs" if s.summary.get("missing") else "complete"))
 
 
-COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop", "cut off by the token limit", "n"]
+COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop", "cut off by the token limit",
+              "accuracy of the uncut answers", "accuracy if every cut answer were right", "n"]
 
 
 def cot_table(s: Sweep) -> list[list[Any]]:
@@ -77,8 +78,9 @@ def cot_table(s: Sweep) -> list[list[Any]]:
     for r in s.summary["results"]:
         drop = "" if r["mask"] == "none" else ("-" if r["relative_drop"] is None else f"{100 * r['relative_drop']:.0f}%")
         cut = "-" if r.get("cut_off_share") is None else f"{100 * r['cut_off_share']:.0f}%"
+        bounds = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("accuracy_uncut", "accuracy_cut_right")]
         rows.append([r["mode"], r["k"], r["mask"], _cell(r["accuracy"], r.get("ci95"), r.get("accuracy_std"),
-                                                          fmt="{:.3f}"), drop, cut, r["n"]])
+                                                          fmt="{:.3f}"), drop, cut, *bounds, r["n"]])
     return rows
 
 
