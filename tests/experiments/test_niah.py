@@ -153,6 +153,10 @@ def test_run_ablate(model, tok, haystack_file, tmp_path):
     assert summary["n_retrieval_heads"] == 2 and summary["n_heads"] == 12
     assert {"random_layer_mean", "random_layer_std", "random_layer_ci95", "top_ci95", "random_ci95"} <= set(k2)
     assert sum(k2["random_layer_classes"].values()) == 4 and summary["missing"] == []
+    for key in ("random", "random_layer"):  # the top-K minus each control, paired over the 2 cells
+        d = k2[f"top_minus_{key}"]
+        assert d["diff"] == pytest.approx(k2["top_mean"] - k2[f"{key}_mean"], abs=1e-3) and len(d["ci95"]) == 2
+    assert "top_minus_random" not in base and "top minus random" in format_table(summary)
     dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert dirs == ["k0-baseline", "random-k2-seed0", "random-k2-seed1", "random-k3-seed0", "random-k3-seed1",
                     "random-layer-k2-seed0", "random-layer-k2-seed1", "random-layer-k3-seed0",

@@ -148,7 +148,9 @@ def _sweep_dirs(tmp_path: Path, png: Path) -> tuple[Path, Path]:
     cot.mkdir()
     row = lambda k, t, r, l: {"k": k, "top_mean": t, "top_ci95": [t - 5, t + 5], "random_mean": r,  # noqa: E731
                               "random_std": 2.0, "random_ci95": [r - 7, r + 7], "random_layer_mean": l,
-                              "random_layer_std": 1.0, "random_layer_ci95": [l - 6, l + 6]}
+                              "random_layer_std": 1.0, "random_layer_ci95": [l - 6, l + 6],
+                              "top_minus_random": {"diff": t - r, "ci95": [t - r - 11.25, t - r + 11.25]}
+                              if k else None}
     (ab / "summary.json").write_text(json.dumps({
         "baseline_mean": 80.0, "n_cells": 12, "n_retrieval_heads": 19, "n_heads": 270, "missing": [],
         "config": {"model": {"model": "smollm2-135m"}, "ablation": "zero", "random_seeds": 3},
@@ -162,7 +164,8 @@ def _sweep_dirs(tmp_path: Path, png: Path) -> tuple[Path, Path]:
                      "relative_drop": 0.0, "cut_off_share": 0.03, "accuracy_uncut": 0.433,
                      "accuracy_cut_right": 0.447, "n": 150},
                     {"mode": "cot", "k": 20, "mask": "random", "accuracy": 0.31, "ci95": [0.22, 0.4],
-                     "accuracy_std": 0.02, "relative_drop": 0.2619, "cut_off_share": 0.05, "n": 150}]}))
+                     "accuracy_std": 0.02, "relative_drop": 0.2619, "cut_off_share": 0.05, "n": 150,
+                     "top_minus": {"diff": -0.11, "ci95": [-0.19, -0.03]}}]}))
     return ab, cot
 
 
@@ -175,6 +178,8 @@ def test_report_shows_the_causal_curves_and_the_cot_table(report: Path, tmp_path
     assert "12.5 [7.5, 17.5]" in page and "61.2 ± 2.0 [54.2, 68.2]" in page and "layer-matched random-K" in page
     assert "0.310 ± 0.020 [0.220, 0.400]" in page and "26%" in page and "cut off by the token limit" in page
     assert "0.433" in page and "0.447" in page and "if every cut answer were right" in page
+    assert "top-K minus random-K (paired over cells)" in page and "-48.8 [-60.0, -37.5]" in page
+    assert "-0.110 [-0.190, -0.030]" in page
     assert "not finished: 1 runs" in page and page.count("data:image/png;base64,") == 1  # the ablate curve
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "## Causal: ablate-x" in md and "## Chain-of-thought: cot-x" in md and "| cot | 20 | random |" in md

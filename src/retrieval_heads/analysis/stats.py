@@ -3,7 +3,8 @@
 - `bootstrap_ci(values)`: percentile interval of the mean, resampling the values with replacement;
 - `bootstrap_ci_seeds(groups)`: two-level: resample the seeds (groups), then the samples within each drawn
   group, so the interval covers both which heads were drawn and which samples were probed;
-- `paired_diff_ci(a, b)`: interval of mean(a - b) over paired samples (the same cells or items).
+- `paired_diff_ci(a, b)`: interval of mean(a - b) over paired samples (the same cells or items);
+  `format_diff` writes such a difference as '+x [lo, hi]'.
 Each uses `n_boot` resamples from a fixed seed, so the same numbers give the same interval.
 
 Left out on purpose: significance tests and multiple-comparison corrections; an interval is reported, the
@@ -53,3 +54,11 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT,
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), n_boot, seed)
+
+
+def format_diff(d: dict | None, fmt: str = "{:+.1f}") -> str:
+    """A paired difference {diff, ci95} as '+x [lo, hi]', or '-'."""
+    if not d:
+        return "-"
+    ci = d.get("ci95")
+    return fmt.format(d["diff"]) + (f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")

@@ -9,7 +9,8 @@ resumable on its own, so the whole experiment resumes; `only` runs some of them,
 
 Outputs in `out`: config.json, summary.json (`results`: one row per K with `top_mean`, `random_mean`,
 `random_std`, `random_layer_mean`, ..., each with a bootstrap 95% interval (`*_ci95`: over cells for one
-run, over seeds then cells for a control) and the response classes; runs not finished yet are listed
+run, over seeds then cells for a control), `top_minus_random` ... (the top-K mean minus the control's, with an
+interval paired over cells) and the response classes; runs not finished yet are listed
 under `missing`), curve.png (mean score vs K per kind, with the intervals) and classes.png.
 
 Left out on purpose: other head-selection baselines (bottom-K) and significance tests.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..analysis.stats import format_diff
 from ..config import ModelConfig, ProbeConfig
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import RunBusy, claim_run_dir
@@ -114,6 +116,8 @@ def summarize(config: AblateConfig, runs: list[SweepRun], done: dict[str, dict],
                           {c: classes.get(c, 0) for c in RESPONSE_CLASSES}})
             if kind != "top":
                 entry.update({f"{key}_std": r["std"], f"{key}_means": r["values"]})
+                if k:
+                    entry[f"top_minus_{key}"] = r["top_minus"]  # {diff, ci95} paired over cells, or None
         top_run = done.get(f"top-k{k}") if k else base
         entry["top_heads"] = top_run["masked_heads"] if top_run else None
         entry["missing"] = sorted({m for kind in kinds for m in (row(rows, k, kind) or {}).get("missing", [])})
@@ -133,17 +137,20 @@ def _fmt(mean: float | None, ci: list[float] | None, std: float | None = None) -
 
 
 def format_table(summary: dict) -> str:
-    """K | top-K | each control (mean +- std over seeds [bootstrap 95% CI]) | class mixes."""
+    """K | top-K | each control (mean +- std over seeds [bootstrap 95% CI]) | top-K minus each control, paired
+    over cells [95% CI] | class mixes."""
     controls = summary["config"].get("controls", ["random"])
     abbrev = "/".join(c[0] for c in RESPONSE_CLASSES)
-    head = f"{'K':>5}  {'top-K':>20}" + "".join(f"  {c + '-K':>28}" for c in controls) + f"  top classes {abbrev}"
+    head = (f"{'K':>5}  {'top-K':>20}" + "".join(f"  {c + '-K':>28}" for c in controls)
+            + "".join(f"  {'top minus ' + c:>26}" for c in controls) + f"  top classes {abbrev}")
     lines = [f"retrieval heads (score > {summary['threshold']}): {summary['n_retrieval_heads']} of "
              f"{summary['n_heads']}; {summary['n_cells']} cells; [bootstrap 95% CI]", "", head]
     for r in summary["results"]:
         cols = "".join(f"  {_fmt(r[KIND_KEYS[c] + '_mean'], r[KIND_KEYS[c] + '_ci95'], r[KIND_KEYS[c] + '_std']):>28}"
                        for c in controls)
+        diffs = "".join(f"  {format_diff(r.get('top_minus_' + KIND_KEYS[c])):>26}" for c in controls)
         tc = "/".join(str(r["top_classes"].get(c, 0)) for c in RESPONSE_CLASSES)
-        lines.append(f"{r['k']:>5}  {_fmt(r['top_mean'], r['top_ci95']):>20}{cols}  {tc}")
+        lines.append(f"{r['k']:>5}  {_fmt(r['top_mean'], r['top_ci95']):>20}{cols}{diffs}  {tc}")
     if summary["missing"]:
         lines.append(f"\nnot finished yet: {len(summary['missing'])} runs ({', '.join(summary['missing'][:6])}"
                      f"{', ...' if len(summary['missing']) > 6 else ''})")

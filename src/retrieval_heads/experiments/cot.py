@@ -18,7 +18,8 @@ relative_drop, cut_off_share, ...}] where mask is none, top or a control, a cont
 over seeds and its interval bootstrapped over seeds then items; `relative_drop` = (base - acc) / base, null
 when the baseline is 0; `cut_off_share`: answers stopped by the token limit, not by EOS or the answer line;
 `accuracy_uncut` and `accuracy_cut_right`: accuracy on the answers not cut, and with every cut answer counted
-right (an upper bound on what a longer limit could give), each the mean over seeds;
+right (an upper bound on what a longer limit could give), each the mean over seeds; `top_minus` (controls):
+the top-K accuracy minus the control's, {diff, ci95} paired over items (`sweep.aggregate`);
 runs not finished yet are listed under `missing`); drop.png; copy_share.{jsonl,json,png}.
 
 Left out on purpose: significance tests, other head-selection baselines, and masking during the copy pass
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..analysis.stats import format_diff
 from ..config import ModelConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
@@ -174,7 +176,8 @@ def summarize(config: CotConfig, parts: list, done: dict[str, dict], n_retrieval
             if r["kind"] == "top":
                 entry["masked_heads"] = members[0]["masked_heads"]
             elif r["kind"] != "none":
-                entry.update({"accuracy_seeds": r["values"], "accuracy_std": r["std"], "n_seeds": r["n_seeds"]})
+                entry.update({"accuracy_seeds": r["values"], "accuracy_std": r["std"], "n_seeds": r["n_seeds"],
+                              "top_minus": r["top_minus"]})
             results.append(entry)
     return {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "n_heads": n_heads,
             "n_retrieval_heads": n_retrieval, "threshold": config.threshold, "results": results,
@@ -197,13 +200,15 @@ def format_table(summary: dict) -> str:
 
     lines = [f"retrieval heads (score > {summary['threshold']}): {summary['n_retrieval_heads']} of {summary['n_heads']}",
              "", f"{'mode':<11}{'K':>4}  {'mask':<13}{'accuracy':>9}  {'95% CI':>15}  {'drop':>6}  {'cut off':>7}  "
-             f"{'uncut':>6}  {'cut=right':>9}   n"]
+             f"{'uncut':>6}  {'cut=right':>9}  {'top minus it [95% CI]':>24}   n"]
     for r in summary["results"]:
         ci = f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r["ci95"] else "-"
         std = f" +- {r['accuracy_std']:.3f}" if r.get("accuracy_std") else ""
         lines.append(f"{r['mode']:<11}{r['k']:>4}  {r['mask']:<13}{r['accuracy']:>9.3f}  {ci:>15}  "
                      f"{pct(r['relative_drop']) if r['mask'] != 'none' else '':>6}  {pct(r['cut_off_share']):>7}  "
-                     f"{acc(r.get('accuracy_uncut')):>6}  {acc(r.get('accuracy_cut_right')):>9}   {r['n']}{std}")
+                     f"{acc(r.get('accuracy_uncut')):>6}  {acc(r.get('accuracy_cut_right')):>9}  "
+                     f"{format_diff(r.get('top_minus'), '{:+.3f}') if r['mask'] not in ('none', 'top') else '':>24}   "
+                     f"{r['n']}{std}")
     if "copy_share" in summary:
         c = summary["copy_share"]
         fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731

@@ -25,7 +25,7 @@ from ..errors import RHeadsError
 from ..heads.masks import KINDS, load_sweep_scores
 from ..heads.scores import HeadScores
 from ..runtime.ablation import ABLATION_MODES
-from ..analysis.stats import bootstrap_ci, bootstrap_ci_seeds
+from ..analysis.stats import bootstrap_ci, bootstrap_ci_seeds, paired_diff_ci
 
 CONTROLS = ("random", "random-layer")
 
@@ -88,7 +88,10 @@ def check_sweep(config: SweepConfig, num_layers: int, num_heads: int, what: str)
 
 
 def aggregate(runs: list[SweepRun], done: dict[str, dict], value: str, samples: str) -> list[dict[str, Any]]:
-    """One row per (K, kind) over the finished runs: {k, kind, mean, std, values, ci95, n_seeds, missing}.
+    """One row per (K, kind) over the finished runs: {k, kind, mean, std, values, ci95, n_seeds, missing,
+    top_minus}; `top_minus` (controls only, once the top-K run is done): the top-K mean minus the control's,
+    {diff, ci95}, the interval bootstrapped over the paired samples (each sample's control value is its mean
+    over the seeds, so the interval leaves out which heads the seeds drew).
 
     `value` is the summary key of a run's mean (e.g. "mean_score"), `samples` the key of its per-sample values.
     """
@@ -104,7 +107,17 @@ def aggregate(runs: list[SweepRun], done: dict[str, dict], value: str, samples: 
         rows.append({"k": k, "kind": kind, "mean": round(float(np.mean(vals)), 4) if vals else None,
                      "std": round(float(np.std(vals, ddof=1)), 4) if len(vals) > 1 else 0.0 if vals else None,
                      "values": vals, "ci95": ci, "n_seeds": len(have),
-                     "missing": [r.name for r in members if r.name not in done]})
+                     "missing": [r.name for r in members if r.name not in done], "per_sample": per_sample})
+    for r in rows:  # each control against the top-K on the same samples
+        top = row(rows, r["k"], "top")
+        r["top_minus"] = None
+        if r["kind"] not in ("none", "top") and top and top["per_sample"] and r["per_sample"]:
+            t, c = np.asarray(top["per_sample"][0], float), np.asarray(r["per_sample"], float)  # [n], [seeds, n]
+            if c.ndim == 2 and c.shape[1] == t.size:
+                r["top_minus"] = {"diff": round(float(t.mean() - c.mean()), 4),
+                                  "ci95": paired_diff_ci(t, c.mean(axis=0))}
+    for r in rows:
+        del r["per_sample"]
     return rows
 
 

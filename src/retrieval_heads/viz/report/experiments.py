@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...analysis.stats import format_diff
 from ...errors import RHeadsError
 
 KINDS = (("top", "top-K"), ("random", "random-K"), ("random_layer", "layer-matched random-K"))
@@ -52,11 +53,14 @@ def _cell(mean, ci, std=None, scale=1.0, fmt="{:.1f}") -> str:
 
 def causal_table(s: Sweep) -> tuple[list[str], list[list[Any]]]:
     controls = [k for k, _ in KINDS[1:] if any(r.get(f"{k}_mean") is not None for r in s.summary["results"])]
-    header = ["K"] + [label for k, label in KINDS if k == "top" or k in controls]
+    labels = dict(KINDS)
+    header = (["K"] + [label for k, label in KINDS if k == "top" or k in controls]
+              + [f"top-K minus {labels[k]} (paired over cells)" for k in controls])
     rows = []
     for r in s.summary["results"]:
         row = [r["k"], _cell(r["top_mean"], r.get("top_ci95"))]
         row += [_cell(r.get(f"{k}_mean"), r.get(f"{k}_ci95"), r.get(f"{k}_std")) for k in controls]
+        row += [format_diff(r.get(f"top_minus_{k}")) for k in controls]
         rows.append(row)
     return header, rows
 
@@ -69,8 +73,9 @@ def causal_note(s: Sweep) -> str:
             + (f"not finished: {len(s.summary['missing'])} runs" if s.summary.get("missing") else "complete"))
 
 
-COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop", "cut off by the token limit",
-              "accuracy of the uncut answers", "accuracy if every cut answer were right", "n"]
+COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop", "top-K minus this control (paired over items)",
+              "cut off by the token limit", "accuracy of the uncut answers", "accuracy if every cut answer were right",
+              "n"]
 
 
 def cot_table(s: Sweep) -> list[list[Any]]:
@@ -79,8 +84,9 @@ def cot_table(s: Sweep) -> list[list[Any]]:
         drop = "" if r["mask"] == "none" else ("-" if r["relative_drop"] is None else f"{100 * r['relative_drop']:.0f}%")
         cut = "-" if r.get("cut_off_share") is None else f"{100 * r['cut_off_share']:.0f}%"
         bounds = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("accuracy_uncut", "accuracy_cut_right")]
+        diff = format_diff(r.get("top_minus"), "{:+.3f}") if r["mask"] not in ("none", "top") else ""
         rows.append([r["mode"], r["k"], r["mask"], _cell(r["accuracy"], r.get("ci95"), r.get("accuracy_std"),
-                                                          fmt="{:.3f}"), drop, cut, *bounds, r["n"]])
+                                                          fmt="{:.3f}"), drop, diff, cut, *bounds, r["n"]])
     return rows
 
 
