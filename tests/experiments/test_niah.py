@@ -172,6 +172,8 @@ def test_run_ablate(model, tok, haystack_file, tmp_path):
     assert "random-K" in format_table(summary)
     again = run_ablate(model, tok, cfg, out, progress=False)  # everything done: resumes to the same summary
     assert again["results"] == summary["results"]
+    alone = run_ablate(model, tok, cfg, tmp_path / "no-baseline", progress=False, only=["top-k2"])
+    assert alone["baseline_mean"] is None and alone["n_cells"] == 2 and "2 cells" in format_table(alone)
 
 
 def test_ablate_skips_a_part_another_process_is_writing(model, tok, haystack_file, tmp_path, capsys):
