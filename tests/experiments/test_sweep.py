@@ -20,9 +20,9 @@ def _runs():
 def _done(top=TOP, seeds=SEEDS):
     done = {"k0-baseline": {"accuracy": 1.0, "item": [1.0] * 30}}
     if top is not None:
-        done["top-k2"] = {"accuracy": float(np.mean(top)), "item": list(top)}
+        done["top-k2"] = {"accuracy": float(np.mean(top)) if top else 0.0, "item": list(top)}
     for s, v in enumerate(seeds):
-        done[f"random-k2-seed{s}"] = {"accuracy": float(np.mean(v)), "item": list(v)}
+        done[f"random-k2-seed{s}"] = {"accuracy": float(np.mean(v)) if v else 0.0, "item": list(v)}
     return done
 
 
@@ -48,6 +48,8 @@ def test_no_difference_without_the_top_k_or_with_unpaired_samples():
     assert row(aggregate(_runs(), _done(top=None), "accuracy", "item"), 2, "random")["top_minus"] is None
     short = aggregate(_runs(), _done(top=TOP[:4]), "accuracy", "item")
     assert row(short, 2, "random")["top_minus"] is None
+    old = aggregate(_runs(), _done(top=[], seeds=([], [])), "accuracy", "item")  # no per-sample values kept
+    assert row(old, 2, "random")["top_minus"] is None
 
 
 def test_format_diff_and_a_constant_interval():

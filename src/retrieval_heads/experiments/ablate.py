@@ -125,7 +125,8 @@ def summarize(config: AblateConfig, runs: list[SweepRun], done: dict[str, dict],
             results.append(entry)
     return {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "n_heads": n_heads, "n_retrieval_heads": n_retrieval, "threshold": config.threshold,
-            "baseline_mean": base["mean_score"] if base else None, "n_cells": next((d["n_cells"] for d in done.values() if d.get("n_cells")), None),
+            "baseline_mean": base["mean_score"] if base else None,
+            "n_cells": next((d["n_cells"] for d in done.values() if d.get("n_cells")), None),
             "results": results, "runs": sorted(done), "missing": [r.name for r in runs if r.name not in done]}
 
 

@@ -113,7 +113,7 @@ def aggregate(runs: list[SweepRun], done: dict[str, dict], value: str, samples: 
         r["top_minus"] = None
         if r["kind"] not in ("none", "top") and top and top["per_sample"] and r["per_sample"]:
             t, c = np.asarray(top["per_sample"][0], float), np.asarray(r["per_sample"], float)  # [n], [seeds, n]
-            if c.ndim == 2 and c.shape[1] == t.size:
+            if t.size and c.ndim == 2 and c.shape[1] == t.size:  # runs written before per-sample values: none
                 r["top_minus"] = {"diff": round(float(t.mean() - c.mean()), 4),
                                   "ci95": paired_diff_ci(t, c.mean(axis=0))}
     for r in rows:
