@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.stats import bootstrap_ci, paired_diff_ci
+from ..analysis.stats import bootstrap_ci, format_diff, paired_diff_ci
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json, read_jsonl
@@ -250,7 +250,7 @@ def format_table(summary: dict) -> str:
              + f"  {'- full [95% CI]':>22}  {'- retrieval [95% CI]':>22}", "-" * (108 + 7 * len(lengths))]
 
     def diff(d: dict | None) -> str:
-        return f"{d['diff']:+6.1f} [{d['ci95'][0]:+6.1f}, {d['ci95'][1]:+6.1f}]" if d and d["ci95"] else "-"
+        return format_diff(d, "{:+6.1f}") if d and d["ci95"] else "-"
 
     for r in summary["arms"]:
         ci = r["ci95"] or [float("nan")] * 2

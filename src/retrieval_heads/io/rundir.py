@@ -69,6 +69,8 @@ def _lock(out: Path) -> None:
         held = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         held = None
+    if isinstance(held, dict) and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+        return  # already ours (open_run takes it before and after claim_run_dir)
     if isinstance(held, dict) and held.get("pid") != os.getpid():
         pid, host = held.get("pid"), held.get("host")
         if host != socket.gethostname():

@@ -73,8 +73,8 @@ def causal_note(s: Sweep) -> str:
             + (f"not finished: {len(s.summary['missing'])} runs" if s.summary.get("missing") else "complete"))
 
 
-COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop", "top-K minus this control (paired over items)",
-              "cut off by the token limit", "accuracy of the uncut answers", "accuracy if every cut answer were right",
+COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop",
+              "top-K minus this control (paired over items)", "cut off by the token limit", "accuracy of the uncut answers", "accuracy if every cut answer were right",
               "n"]
 
 
