@@ -1,4 +1,4 @@
-"""The `rheads tasks`, `rheads eval` and `rheads cot-experiment` subcommands.
+"""The `rheads tasks`, `rheads eval`, `rheads cot-experiment` and `rheads extend-cut` subcommands.
 
 `--seed` is the seed of generated tasks (vartrack, wordproblems); the random:K mask draw has its own
 `--mask-seed`. `--batch-size` defaults to 8 on CUDA and 4 elsewhere; it does not change greedy results, so it
@@ -82,8 +82,41 @@ def cmd_cot_experiment(a) -> None:
              "summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run")
 
 
+def cmd_extend_cut(a) -> None:
+    import json
+
+    from ..config import ModelConfig
+    from ..experiments.cot import format_table
+    from ..experiments.extend import extend_experiment, extend_run, format_extended
+    from ..models.loading import load_model
+
+    run = Path(a.run)
+    if not (run / "config.json").exists():
+        raise RHeadsError(f"{run} is not a run directory (no config.json): give an eval or cot-experiment --out")
+    single = (run / "items.jsonl").exists()
+    if single and a.only:
+        raise RHeadsError("--only picks the parts of a cot-experiment directory; an eval run has none")
+    mc = ModelConfig.from_dict(json.loads((run / "config.json").read_text())["config"]["model"])
+    if a.device or a.device_map:  # the device may change; the model and its dtype may not (the runs are merged)
+        mc = ModelConfig(model=mc.model, device=a.device or mc.device, dtype=mc.dtype,
+                         device_map=a.device_map or mc.device_map)
+    model, tokenizer = load_model(mc.model, device=mc.device, dtype=mc.dtype, device_map=mc.device_map)
+    if single:
+        s = extend_run(model, tokenizer, run, a.max_new_tokens, Path(a.out), batch_size=a.batch_size,
+                       overwrite=a.overwrite)
+        e = s["extended"]
+        print(f"{e['n_rerun']} cut answers rerun with {a.max_new_tokens} new tokens: {e['n_rerun_ended']} end, "
+              f"{e['n_rerun_correct']} right; accuracy {s['accuracy']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}], "
+              f"{s['n_cut_off']} of {s['n']} still cut")
+    else:
+        s = extend_experiment(model, tokenizer, run, a.max_new_tokens, Path(a.out), only=parse_list(a.only),
+                              batch_size=a.batch_size, overwrite=a.overwrite)
+        print(format_table(s) + "\n\n" + format_extended(s))
+    print(f"\nresults in {a.out}/ (summary.json; the reruns in rerun/ directories)")
+
+
 def add_parsers(sub) -> None:
-    """Add `tasks`, `eval` and `cot-experiment` to an argparse subparsers object."""
+    """Add `tasks`, `eval`, `cot-experiment` and `extend-cut` to an argparse subparsers object."""
     p = sub.add_parser("tasks", help="the task registry: reasoning, closed-book and generated tasks")
     p.set_defaults(func=cmd_tasks)
 
@@ -131,3 +164,18 @@ def add_parsers(sub) -> None:
                    "to split the runs across processes sharing --out (give each process different parts); the "
                    "summary covers what has finished")
     p.set_defaults(func=cmd_cot_experiment)
+
+    p = sub.add_parser("extend-cut", help="rerun the answers a token limit cut off with a higher limit",
+                       description="Rerun the cut-off answers of an eval run, or of every finished run of a "
+                       "cot-experiment directory, with a higher --max-new-tokens (same model, dtype, prompts and "
+                       "mask), and score each run as if it had had that limit: greedy answers that ended earlier "
+                       "would end the same way. The original runs are not touched. Rerun to resume.")
+    p.add_argument("run", help="an `rheads eval` or `rheads cot-experiment` output directory")
+    p.add_argument("--max-new-tokens", type=int, required=True, help="the new limit (above the run's)")
+    p.add_argument("--device", default=None, help="run on this device instead of the run's (its dtype stays)")
+    p.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. auto (accelerate)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts decoded together (default: 8 on CUDA, 4 else)")
+    add_out_args(p, "runs/extend-cut")
+    p.add_argument("--only", default=None, help="cot-experiment directories: extend only these parts, e.g. "
+                   "cot/top-k50,cot/random-k50-seed0 (processes sharing --out may split them)")
+    p.set_defaults(func=cmd_extend_cut)

@@ -68,6 +68,7 @@ class EvalConfig(Config):
     max_new_tokens: int | None = None  # None: the task's default for the mode
     mean_ref_prompts: int = 8  # ablation mean: the first N prompts of the run give the reference means
     stop_at_answer: bool = False  # number tasks: stop a generation once its "answer is N" line is complete
+    only_ids: list[str] | None = None  # run only the items with these ids (the cut-off reruns, extend.py)
 
     def resolved(self) -> "EvalConfig":
         """The config with the task's defaults filled in (mode, shots, max_new_tokens), as the run records it."""
@@ -87,6 +88,15 @@ def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[Prompt]]:
     """The items of a resolved config and their prompts."""
     spec = get_task(config.task)
     items = load_items(spec, config.data, limit=config.limit, steps=config.steps, seed=config.seed, split=config.split)
+    if config.only_ids is not None:
+        if not config.only_ids:
+            raise RHeadsError("only_ids is empty: there is no item to run")
+        unknown = set(config.only_ids) - {it.id for it in items}
+        if unknown:
+            raise RHeadsError(f"{len(unknown)} item ids to run are not among the task's items (e.g. "
+                              f"{sorted(unknown)[0]!r}): the data or --limit changed since the run was made")
+        keep = set(config.only_ids)
+        items = [it for it in items if it.id in keep]  # in the task's order
     shots = load_exemplars(spec, config.shots or 0, config.fewshot_file, steps=config.steps, seed=config.seed)
     chat = use_chat(tokenizer, config.chat)
     return items, [build_prompt(tokenizer, it, config.mode, shots, chat) for it in items]
