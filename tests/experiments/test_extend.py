@@ -20,6 +20,7 @@ from retrieval_heads.experiments.extend import extend_experiment, extend_run, fo
 from retrieval_heads.runtime.attention import use_rheads
 from retrieval_heads.runtime.controller import AttentionController
 from retrieval_heads.runtime.decoding import generate_batch
+from retrieval_heads.viz.report.experiments import cot_note, cot_table, load_sweep
 from test_eval import _corpus, _items, _scores_file
 from tiny import COMMON, bpe_tokenizer
 
@@ -138,6 +139,8 @@ def test_extend_experiment_matches_masked_runs_at_the_higher_limit(model, tok, t
         assert row["accuracy"] == direct["accuracy"] and row["cut_off_share"] == direct["cut_off_share"]
     table = format_table(s) + "\n" + format_extended(s)
     assert "cot/top-k2" in table and "cut off" in table
+    sweep = load_sweep(tmp_path / "ext", "cot", tmp_path)  # the report reads it as a cot-experiment
+    assert f"rerun with {M} new tokens" in cot_note(sweep) and len(cot_table(sweep)) == 3 and sweep.figure.exists()
 
 
 def test_cli_parser():

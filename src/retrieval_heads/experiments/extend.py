@@ -13,7 +13,8 @@ they are plus its cut answers decoded again with M new tokens.
   n_rerun_correct}.
 - `extend_experiment(...)` does it for every finished run of a `rheads cot-experiment` directory (or its
   `only` parts) into `out/<mode>/<run>/` and writes `out/summary.json` in the cot-experiment format (seed
-  means, paired top-minus-control differences), which `cot.format_table` prints.
+  means, paired top-minus-control differences) and its drop.png, which `cot.format_table` prints and
+  `rheads report --cot` shows.
 
 Left out on purpose: the `mean` ablation (its reference means come from a run's first prompts, which a rerun
 of the cut items does not have), sampling (greedy only), and rewriting the original run (it stays as made).
@@ -31,8 +32,9 @@ from ..errors import RHeadsError
 from ..heads.masks import select_heads
 from ..io.jsonl import atomic_write_json, of_type, read_jsonl
 from ..io.rundir import RunBusy, claim_run_dir
-from ..models.info import model_dims, model_key
+from ..models.info import model_dims, model_key, model_name
 from ..version import FORMAT_VERSION, __version__
+from ..viz.cot import drop_plot
 from .cot import CotConfig, runs_of, summarize as summarize_cot
 from .evaluate import EvalConfig, cut_off, run_eval, summarize as summarize_eval
 from .sweep import check_only, finished
@@ -123,6 +125,9 @@ def extend_experiment(model, tokenizer, run: str | Path, max_new_tokens: int, ou
     summary["extended"] = {name: json.loads((out / name / "summary.json").read_text())["extended"]
                            for name in summary["runs"]}
     atomic_write_json(out / "summary.json", summary)
+    if summary["results"]:
+        drop_plot(summary["results"], config.modes, out / "drop.png", f"{model_name(model)}: accuracy drop with heads "
+                  f"masked ({config.ablation}), cut answers rerun with {max_new_tokens} new tokens")
     return summary
 
 

@@ -94,4 +94,6 @@ def cot_note(s: Sweep) -> str:
     c = s.summary["config"]
     return (f"{c['model']['model']}, task {c['task']} (limit {c['limit']}), closed-book {c['closedbook_task']}, "
             f"ablation {c['ablation']}, {s.summary['n_retrieval_heads']} retrieval heads; "
+            + (f"cut answers rerun with {s.summary['extend_config']['max_new_tokens']} new tokens "
+               f"(rheads extend-cut {s.summary['extend_config']['run']}); " if s.summary.get("extend_config") else "")
             + (f"not finished: {len(s.summary['missing'])} runs" if s.summary.get("missing") else "complete"))
