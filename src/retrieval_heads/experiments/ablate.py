@@ -26,7 +26,7 @@ from typing import Any
 from ..analysis.stats import format_diff
 from ..config import ModelConfig, ProbeConfig
 from ..io.jsonl import atomic_write_json
-from ..io.rundir import RunBusy, claim_run_dir
+from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..scoring.judge import RESPONSE_CLASSES
@@ -34,7 +34,7 @@ from ..version import FORMAT_VERSION, __version__
 from ..viz.sweeps import classes_plot, curve_plot
 from .means import MeanReference, mean_reference, mean_reference_info
 from .niah import NiahConfig, niah_probe, run_niah
-from .sweep import SweepConfig, SweepRun, aggregate, check_only, check_sweep, finished, plan, row
+from .sweep import SweepConfig, SweepRun, aggregate, check_only, check_sweep, finished, plan, row, run_parts
 
 KIND_KEYS = {"top": "top", "random": "random", "random-layer": "random_layer"}  # summary key prefix per kind
 
@@ -73,14 +73,9 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
         windows, info = mean_reference_info(tokenizer, config.probe.haystack, config.mean_ref_prompts,
                                             config.mean_ref_length, max_ctx)
         means = mean_reference(model, windows, info)
-    for i, r in enumerate(todo, 1):
-        if progress:
-            print(f"[{i}/{len(todo)}] {r.name}", flush=True)
-        try:
-            run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name, progress=progress, means=means,
-                     batch_size=batch_size)
-        except RunBusy as e:  # another process sharing --out runs this part
-            print(f"skipped {r.name}: {e}", flush=True)
+    run_parts([(r.name, lambda r=r: run_niah(model, tokenizer, config.niah(r.mask, r.seed), out / r.name,
+                                             progress=progress, means=means, batch_size=batch_size))
+               for r in todo], progress)
 
     summary = summarize(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
     atomic_write_json(out / "summary.json", summary)

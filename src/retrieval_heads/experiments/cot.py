@@ -37,14 +37,14 @@ from ..analysis.stats import format_diff
 from ..config import ModelConfig
 from ..errors import RHeadsError
 from ..io.jsonl import atomic_write_json
-from ..io.rundir import RunBusy, claim_run_dir
+from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_name
 from ..runtime.attention import check_model
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
 from .copyshare import copy_share
 from .evaluate import EvalConfig, prepare, run_eval
-from .sweep import SweepConfig, aggregate, check_only, check_sweep, finished, plan
+from .sweep import SweepConfig, aggregate, check_only, check_sweep, finished, plan, run_parts
 from .tasks.registry import get_task
 
 MODES = ("cot", "direct", "closedbook")
@@ -126,14 +126,9 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
                         defaults={"config": config.defaults()}, overwrite=overwrite)
 
     todo = [(mode, r) for mode, r in parts if only is None or r.name in only]
-    for i, (mode, r) in enumerate(todo, 1):
-        if progress:
-            print(f"[{i}/{len(todo)}] {r.name}", flush=True)
-        try:
-            run_eval(model, tokenizer, config.eval_config(mode, r.mask, r.seed), out / r.name,
-                     batch_size=batch_size, progress=progress)
-        except RunBusy as e:  # another process sharing --out runs this part
-            print(f"skipped {r.name}: {e}", flush=True)
+    run_parts([(r.name, lambda mode=mode, r=r: run_eval(model, tokenizer, config.eval_config(mode, r.mask, r.seed),
+                                                        out / r.name, batch_size=batch_size, progress=progress))
+               for mode, r in todo], progress)
     if config.copy_items > 0 and "cot" in config.modes and (only is None or "copy" in only):
         copy_share(model, tokenizer, config.eval_config("cot"), scores, out, n_items=config.copy_items,
                    seeds=config.seeds(), threshold=config.threshold, progress=progress,

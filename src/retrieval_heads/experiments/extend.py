@@ -31,13 +31,13 @@ from ..config import Config
 from ..errors import RHeadsError
 from ..heads.masks import select_heads
 from ..io.jsonl import atomic_write_json, of_type, read_jsonl
-from ..io.rundir import RunBusy, claim_run_dir
+from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_key, model_name
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
 from .cot import CotConfig, runs_of, summarize as summarize_cot
 from .evaluate import EvalConfig, cut_off, run_eval, summarize as summarize_eval
-from .sweep import check_only, finished
+from .sweep import check_only, finished, run_parts
 
 
 @dataclass
@@ -111,14 +111,9 @@ def extend_experiment(model, tokenizer, run: str | Path, max_new_tokens: int, ou
                         overwrite=overwrite)
     have = finished(run, [r for _, r in parts])
     todo = [r for _, r in parts if r.name in have and (only is None or r.name in only)]
-    for i, r in enumerate(todo, 1):
-        if progress:
-            print(f"[{i}/{len(todo)}] {r.name}: {have[r.name].get('n_cut_off', 0)} cut answers", flush=True)
-        try:
-            extend_run(model, tokenizer, run / r.name, max_new_tokens, out / r.name, batch_size=batch_size,
-                       progress=progress)
-        except RunBusy as e:  # another process sharing --out extends this part
-            print(f"skipped {r.name}: {e}", flush=True)
+    run_parts([(f"{r.name}: {have[r.name].get('n_cut_off', 0)} cut answers",
+                lambda r=r: extend_run(model, tokenizer, run / r.name, max_new_tokens, out / r.name,
+                                       batch_size=batch_size, progress=progress)) for r in todo], progress)
     summary = summarize_cot(config, parts, finished(out, [r for _, r in parts]), base["n_retrieval_heads"],
                             base["n_heads"])
     summary["extend_config"] = ext.to_dict()

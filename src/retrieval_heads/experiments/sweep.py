@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import RHeadsError
 from ..heads.masks import KINDS, load_sweep_scores
 from ..heads.scores import HeadScores
+from ..io.rundir import RunBusy
 from ..runtime.ablation import ABLATION_MODES
 from ..analysis.stats import bootstrap_ci, bootstrap_ci_seeds, paired_diff_ci
 
@@ -134,6 +135,18 @@ def check_only(only: list[str] | None, names: list[str]) -> None:
     unknown = sorted(set(only) - set(names))
     if unknown:
         raise RHeadsError(f"--only {','.join(unknown)}: not a part of this experiment; the parts are {','.join(names)}")
+
+
+def run_parts(parts: list[tuple[str, Callable[[], Any]]], progress: bool = True) -> None:
+    """Run each (name, call) in order, printing "[i/n] name"; a part whose directory another live process is
+    writing (`RunBusy`) is skipped with a line saying so, so processes sharing one --out can overlap."""
+    for i, (name, call) in enumerate(parts, 1):
+        if progress:
+            print(f"[{i}/{len(parts)}] {name}", flush=True)
+        try:
+            call()
+        except RunBusy as e:
+            print(f"skipped {name}: {e}", flush=True)
 
 
 def finished(out: Path, runs: list[SweepRun]) -> dict[str, dict]:
