@@ -16,6 +16,7 @@ from retrieval_heads.config import ModelConfig
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.experiments.cot import CotConfig, format_table, run_cot_experiment
 from retrieval_heads.experiments.evaluate import EvalConfig, prepare, run_eval
+from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.experiments.extend import extend_experiment, extend_run, format_extended
 from retrieval_heads.runtime.attention import use_rheads
 from retrieval_heads.runtime.controller import AttentionController
@@ -113,6 +114,11 @@ def test_extend_run_refuses_what_it_cannot_merge(model, tok, tmp_path):
     run_eval(model, tok, _config(mask="top:2", scores=scores, ablation="mean"), tmp_path / "mean", progress=False)
     with pytest.raises(RHeadsError, match="mean ablation"):
         extend_run(model, tok, tmp_path / "mean", M, tmp_path / "x", progress=False)
+    assert run_eval(model, tok, _config(mask="top:2", scores=scores), tmp_path / "top", progress=False)["n_cut_off"]
+    HeadScores(3, 4, {(l, h): [0.9 if (l, h) == (0, 0) else 0.01] for l in range(3) for h in range(4)}).save(scores)
+    with pytest.raises(RHeadsError, match="resolves to other heads"):
+        extend_run(model, tok, tmp_path / "top", M, tmp_path / "y", progress=False)
+    assert not (tmp_path / "y" / "rerun").exists()  # refused before decoding anything
     with pytest.raises(RHeadsError, match="there is no item"):
         prepare(tok, replace(_config(), only_ids=[]).resolved())
     with pytest.raises(RHeadsError, match="not among the task's items"):

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import RHeadsError
-from ..heads.masks import select_heads
+from ..heads.masks import format_heads, resolve_mask, select_heads
 from ..io.jsonl import atomic_write_json, of_type, read_jsonl
 from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_key, model_name
@@ -73,18 +73,18 @@ def extend_run(model, tokenizer, run: str | Path, max_new_tokens: int, out: str 
                           "run's model with its dtype")
     config = replace(base, max_new_tokens=max_new_tokens, only_ids=None)
     cut = [r["id"] for r in records if cut_off(r, old)]
-    rerun: dict[str, dict] = {}
-    if cut:
-        run_eval(model, tokenizer, replace(config, only_ids=cut), out / "rerun", batch_size=batch_size,
-                 progress=progress, overwrite=overwrite)
-        rerun_meta = json.loads((out / "rerun" / "config.json").read_text())
-        if rerun_meta["masked_heads"] != meta["masked_heads"]:
-            raise RHeadsError(f"the rerun of {run} masked other heads than the run (the score file or seed changed): "
-                              "restore the run's --scores file")
-        rerun = {r["id"]: r for r in of_type(read_jsonl(out / "rerun" / "items.jsonl"), "item")}
-    merged = [rerun.get(r["id"], r) for r in records]
     L, H, _ = model_dims(model)
     heads = select_heads(f"heads:{meta['masked_heads']}", L, H) if meta.get("masked_heads") else []
+    rerun: dict[str, dict] = {}
+    if cut:
+        again = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
+        if format_heads(again) != format_heads(heads):  # before any decoding
+            raise RHeadsError(f"{run}'s mask {config.mask} now resolves to other heads than the run masked (its score "
+                              f"file {config.scores} changed): restore the run's score file")
+        run_eval(model, tokenizer, replace(config, only_ids=cut), out / "rerun", batch_size=batch_size,
+                 progress=progress, overwrite=overwrite)
+        rerun = {r["id"]: r for r in of_type(read_jsonl(out / "rerun" / "items.jsonl"), "item")}
+    merged = [rerun.get(r["id"], r) for r in records]
     summary = summarize_eval(merged, config, heads, None, model, batch_size)
     summary["extended"] = {"from": str(run), "from_max_new_tokens": old, "max_new_tokens": max_new_tokens,
                            "n_rerun": len(cut), "n_rerun_ended": sum(not rerun[i]["cut_off"] for i in cut),
