@@ -22,24 +22,11 @@ from retrieval_heads.runtime.attention import use_rheads
 from retrieval_heads.runtime.controller import AttentionController
 from retrieval_heads.runtime.decoding import generate_batch
 from retrieval_heads.viz.report.experiments import cot_note, cot_table, load_sweep
-from test_eval import _corpus, _items, _scores_file
-from tiny import COMMON, bpe_tokenizer
+from test_eval import _items, _scores_file, one_thread, tok  # noqa: F401 (fixtures: one thread, the tiny tokenizer)
+from tiny import COMMON
 
 N, M = 7, 14  # the run's limit and the extended one
 KEYS = ("id", "generation", "extracted", "correct", "new_tokens", "ended", "cut_off")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return bpe_tokenizer(_corpus(), 500, byte_alphabet=False)
 
 
 def _config(**kw) -> EvalConfig:

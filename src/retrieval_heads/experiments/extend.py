@@ -114,11 +114,10 @@ def extend_experiment(model, tokenizer, run: str | Path, max_new_tokens: int, ou
     run_parts([(f"{r.name}: {have[r.name].get('n_cut_off', 0)} cut answers",
                 lambda r=r: extend_run(model, tokenizer, run / r.name, max_new_tokens, out / r.name,
                                        batch_size=batch_size, progress=progress)) for r in todo], progress)
-    summary = summarize_cot(config, parts, finished(out, [r for _, r in parts]), base["n_retrieval_heads"],
-                            base["n_heads"])
+    done = finished(out, [r for _, r in parts])
+    summary = summarize_cot(config, parts, done, base["n_retrieval_heads"], base["n_heads"])
     summary["extend_config"] = ext.to_dict()
-    summary["extended"] = {name: json.loads((out / name / "summary.json").read_text())["extended"]
-                           for name in summary["runs"]}
+    summary["extended"] = {name: done[name]["extended"] for name in summary["runs"]}
     atomic_write_json(out / "summary.json", summary)
     if summary["results"]:
         drop_plot(summary["results"], config.modes, out / "drop.png", f"{model_name(model)}: accuracy drop with heads "

@@ -74,8 +74,8 @@ def causal_note(s: Sweep) -> str:
 
 
 COT_HEADER = ["mode", "K", "mask", "accuracy [95% CI]", "relative drop",
-              "top-K minus this control (paired over items)", "cut off by the token limit", "accuracy of the uncut answers", "accuracy if every cut answer were right",
-              "n"]
+              "top-K minus this control (paired over items)", "cut off by the token limit",
+              "accuracy of the uncut answers", "accuracy if every cut answer were right", "n"]
 
 
 def cot_table(s: Sweep) -> list[list[Any]]:
