@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from retrieval_heads.runtime.attention import ATTN_NAME
-from retrieval_heads.runtime.controller import AttentionController
+from retrieval_heads.capture.attention import ATTN_NAME
+from retrieval_heads.capture.controller import AttentionController
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.needles import get_needles
 from retrieval_heads.probes.build import build_probe
-from retrieval_heads.runtime.decoding import new_cache
+from retrieval_heads.capture.decoding import new_cache
 
 
 def prompt_ids(tokenizer, length: int) -> torch.Tensor:
@@ -111,7 +111,7 @@ def time_modes(model, tok, args) -> dict:
 def throughput(model, tok, args) -> list[dict]:
     """detect() on the same samples at each batch size: samples per minute (and the scores, which must agree)."""
     from retrieval_heads.config import DetectConfig, ModelConfig, ProbeConfig
-    from retrieval_heads.experiments.detect import detect
+    from retrieval_heads.detection.detect import detect
 
     n = args.throughput_samples
     probe = ProbeConfig(lengths=[args.throughput_length], depths=[100 * i / max(1, n - 1) for i in range(n)],

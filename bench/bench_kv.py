@@ -40,8 +40,8 @@ from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.build import build_probe
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
-from retrieval_heads.runtime.kvcache import build_cache, cache_bytes, full_cache_bytes
-from retrieval_heads.runtime.kvpolicy import make_policy
+from retrieval_heads.kvcache.cache import build_cache, cache_bytes, full_cache_bytes
+from retrieval_heads.kvcache.policy import make_policy
 
 POLICIES = ("full", "retrieval", "random", "streaming")
 

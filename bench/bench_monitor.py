@@ -37,10 +37,10 @@ from transformers.generation.streamers import BaseStreamer
 from retrieval_heads.models.info import eos_ids
 from retrieval_heads.models.loading import load_model
 from retrieval_heads.monitor import Monitor
-from retrieval_heads.monitor.items import BenchItem, materialize
+from retrieval_heads.monitor.bench.items import BenchItem, materialize
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
-from retrieval_heads.runtime.attention import ATTN_NAME
+from retrieval_heads.capture.attention import ATTN_NAME
 
 
 def prompt(tok, length: int) -> tuple[str, str]:

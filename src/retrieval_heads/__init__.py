@@ -28,7 +28,7 @@ __all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsEr
 
 def __getattr__(name):
     if name == "detect":
-        from .experiments.detect import detect
+        from .detection.detect import detect
 
         return detect
     if name == "load_model":

@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from retrieval_heads.heads.scores import HeadScores
-from retrieval_heads.monitor.items import counterfactual_facts
+from retrieval_heads.monitor.bench.items import counterfactual_facts
 from retrieval_heads.probes.needles import get_needles
-from retrieval_heads.runtime.attention import use_rheads
+from retrieval_heads.capture.attention import use_rheads
 from tiny import COMMON, bpe_tokenizer, word_haystack
 
 HAYSTACK = word_haystack(200)

@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from retrieval_heads.config import ModelConfig
 from retrieval_heads.io.jsonl import read_jsonl
-from retrieval_heads.monitor.bench import BenchConfig, run_bench
-from retrieval_heads.monitor.evaluate import MONITOR, answer_signals, evaluate_run
+from retrieval_heads.monitor.bench.run import BenchConfig, run_bench
+from retrieval_heads.monitor.bench.evaluation import MONITOR, answer_signals, evaluate_run
 from retrieval_heads.monitor.score import answer_score
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from retrieval_heads.errors import RHeadsError
-from retrieval_heads.monitor.items import counterfactual_facts, label_of, materialize, plan, token_labels
+from retrieval_heads.monitor.bench.items import counterfactual_facts, label_of, materialize, plan, token_labels
 from retrieval_heads.monitor.prompt import build_prompt
 from retrieval_heads.scoring.judge import judge
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from retrieval_heads.monitor import lookback as lb
-from retrieval_heads.monitor.metrics import (MIN_PER_CLASS, _boot_auc, _counts, detection, paired_auroc_diff,
+from retrieval_heads.monitor.bench import lookback as lb
+from retrieval_heads.monitor.bench.metrics import (MIN_PER_CLASS, _boot_auc, _counts, detection, paired_auroc_diff,
                                              precision_at_recall, token_detection)
 
 

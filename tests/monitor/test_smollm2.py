@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from retrieval_heads.monitor import Monitor
-from retrieval_heads.monitor.items import BenchItem, materialize
+from retrieval_heads.monitor.bench.items import BenchItem, materialize
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
 

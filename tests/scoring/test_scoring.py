@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from retrieval_heads.runtime.attention import use_rheads
-from retrieval_heads.runtime.decoding import greedy_with_capture
+from retrieval_heads.capture.attention import use_rheads
+from retrieval_heads.capture.decoding import greedy_with_capture
 from retrieval_heads.heads.scores import scores_from_records
 from retrieval_heads.scoring.copy import copy_counts
 from retrieval_heads.scoring.rouge import rouge1_recall

@@ -13,7 +13,7 @@ from .common import add_model_args, add_out_args, add_probe_args, model_config, 
 
 def cmd_detect(a) -> None:
     from ..config import DetectConfig
-    from ..experiments.detect import detect, format_summary
+    from ..detection.detect import detect, format_summary
     from ..io.jsonl import of_type, read_jsonl
 
     config = DetectConfig(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,

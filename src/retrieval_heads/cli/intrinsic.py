@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import RHeadsError
 from .common import add_out_args, parse_list
 
-from ..experiments.intrinsic.config import DEFAULT_ROPE, STAGES
+from ..studies.intrinsic.config import DEFAULT_ROPE, STAGES
 
 
 def _grid(spec: str, kind: str, flag: str) -> list:
@@ -29,9 +29,9 @@ def _grid(spec: str, kind: str, flag: str) -> list:
 def build_config(a):
     """The IntrinsicConfig of the parsed flags (one-line errors for bad values)."""
     from ..config import ModelConfig, ProbeConfig
-    from ..experiments.intrinsic.config import IntrinsicConfig, TrainConfig
-    from ..experiments.intrinsic.rope import parse_rope
-    from ..experiments.intrinsic.stages import base_detect_config
+    from ..studies.intrinsic.config import IntrinsicConfig, TrainConfig
+    from ..studies.intrinsic.rope import parse_rope
+    from ..studies.intrinsic.stages import base_detect_config
 
     kind, factor = parse_rope(a.rope)
     ctx = a.context_factor if a.context_factor is not None else (factor if kind == "linear" else 4.0)
@@ -62,7 +62,7 @@ def build_config(a):
 
 
 def cmd_intrinsic(a) -> None:
-    from ..experiments.intrinsic.stages import format_markdown, run_intrinsic
+    from ..studies.intrinsic.stages import format_markdown, run_intrinsic
 
     cfg = build_config(a)
     summary = run_intrinsic(cfg, Path(a.out), parse_list(a.stages), progress=not a.no_progress, overwrite=a.overwrite)

@@ -88,7 +88,7 @@ def _recents(spec: str) -> list[int]:
 
 
 def cmd_kv_sweep(a) -> None:
-    from ..experiments.kvsweep import KVSweepConfig, format_table, run_kv_sweep
+    from ..studies.kvsweep import KVSweepConfig, format_table, run_kv_sweep
 
     recents = _recents(a.recent)
     _check(a, recents)

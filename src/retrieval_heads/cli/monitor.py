@@ -102,7 +102,7 @@ def cmd_score(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from ..monitor.bench import BenchConfig, run_bench
+    from ..monitor.bench.run import BenchConfig, run_bench
     from ..probes.grid import parse_grid
 
     scores = _need_scores(a, "rheads monitor bench")
@@ -119,7 +119,7 @@ def cmd_bench(a) -> None:
 
 
 def cmd_evaluate(a) -> None:
-    from ..monitor.evaluate import evaluate_run
+    from ..monitor.bench.evaluation import evaluate_run
 
     run = Path(a.run)
     if not (run / "items.jsonl").is_file():

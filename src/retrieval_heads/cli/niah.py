@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..runtime.ablation import ABLATION_MODES
+from ..capture.ablation import ABLATION_MODES
 from .common import (add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan,
                      sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
@@ -44,7 +44,7 @@ def _probe(a):
 
 
 def cmd_niah(a) -> None:
-    from ..experiments.niah import NiahConfig, format_summary, run_niah
+    from ..evals.niah import NiahConfig, format_summary, run_niah
 
     kv = kv_kwargs(a)  # one-line errors before the model loads
     mc, model, tokenizer = load(a)
@@ -58,7 +58,7 @@ def cmd_niah(a) -> None:
 
 
 def cmd_ablate(a) -> None:
-    from ..experiments.ablate import AblateConfig, format_table, run_ablate
+    from ..studies.ablate import AblateConfig, format_table, run_ablate
 
     sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.seed)
     mc, model, tokenizer = load(a)

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import RHeadsError
-from ..runtime.ablation import ABLATION_MODES
+from ..capture.ablation import ABLATION_MODES
 from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, run_plan, sweep_kwargs
 
 _DEFAULT_KS = "0,10,20,50"
@@ -42,13 +42,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tasks(a) -> None:
-    from ..experiments.tasks.registry import format_tasks_table
+    from ..evals.tasks.registry import format_tasks_table
 
     print(format_tasks_table())
 
 
 def cmd_eval(a) -> None:
-    from ..experiments.evaluate import EvalConfig, format_summary, run_eval
+    from ..evals.taskeval import EvalConfig, format_summary, run_eval
 
     mode = a.mode
     if a.cot:
@@ -67,7 +67,7 @@ def cmd_eval(a) -> None:
 
 
 def cmd_cot_experiment(a) -> None:
-    from ..experiments.cot import CotConfig, format_table, run_cot_experiment
+    from ..studies.cot import CotConfig, format_table, run_cot_experiment
 
     sweep = sweep_kwargs(a, "rheads cot-experiment", _DEFAULT_KS, mask_seed=a.mask_seed)
     mc, model, tokenizer = load(a)
@@ -86,8 +86,8 @@ def cmd_extend_cut(a) -> None:
     import json
 
     from ..config import ModelConfig
-    from ..experiments.cot import format_table
-    from ..experiments.extend import extend_experiment, extend_run, format_extended
+    from ..studies.cot import format_table
+    from ..studies.extend import extend_experiment, extend_run, format_extended
     from ..models.loading import load_model
 
     run = Path(a.run)

@@ -80,7 +80,7 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
     if device_map is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise RHeadsError(f"device '{device}' asked for, but CUDA is not available here: use --device cpu")
     if attn_implementation is None:
-        from ..runtime.attention import register
+        from ..capture.attention import register
 
         attn_implementation = register()
 

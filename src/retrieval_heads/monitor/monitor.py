@@ -33,9 +33,9 @@ from ..errors import RHeadsError
 from ..heads.masks import check_dims
 from ..heads.scores import HeadScores
 from ..models.info import eos_ids, model_dims
-from ..runtime.attention import check_model
-from ..runtime.controller import AttentionController
-from ..runtime.decoding import new_cache
+from ..capture.attention import check_model
+from ..capture.controller import AttentionController
+from ..capture.decoding import new_cache
 from .baselines import logit_baselines, rauq
 from .prompt import Prompt, build_prompt
 from .score import AnswerReport, TokenRecord, make_token, report

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..runtime.recorders import PrevToken, SpanMass, Top1
+from ..capture.recorders import PrevToken, SpanMass, Top1
 from .prompt import Prompt
 
 GENERATED_END = 10**9  # an end slot past any sequence: "everything generated"

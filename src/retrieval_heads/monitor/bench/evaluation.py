@@ -1,0 +1,251 @@
+"""The benchmark's figures, from a run directory's items.jsonl (and arrays/ for token-level Lookback Lens): per
+subset (all labelled answers, NIAH, counterfactual QA with its unanswerable items, the answerable items alone
+when there are unanswerable ones, each length; and with degenerate answers counted as wrong), for the monitor,
+its variants, the other head sets, the logit baselines, RAUQ and the supervised Lookback Lens: answer-level
+AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision at 80% recall, and
+token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
+
+Signal names: `<head set>:<variant>` for the monitor's family (`retrieval:combined` is the monitor; head sets
+`retrieval` weighted by score, `retrieval-uniform`, `all`, `random-s<seed>`; variants in `score.VARIANTS`), the
+names of `baselines.BASELINES`, and `lookback` (SUPERVISED: in-domain out-of-fold, or trained on the other task).
+
+Left out on purpose: choosing among signals by their AUROC here (the monitor is fixed in advance; the others are
+reported, not selected).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...io.jsonl import atomic_write_json, read_jsonl
+from . import lookback as lb
+from ..baselines import BASELINES
+from .metrics import detection, paired_auroc_diff, token_detection
+from ..score import VARIANTS, answer_score, is_echo, is_unsupported, token_score
+
+MONITOR = "retrieval:combined"
+TASKS = ("niah", "counterfactual")  # the two tasks of Lookback's cross-task test and of the per-task subsets
+
+
+def task_of(kind: str) -> str:
+    """The task of an item kind: unanswerable items ask the counterfactual facts' questions, so they belong to
+    the counterfactual task (they hold only wrong answers and refusals, so they are not a task of their own)."""
+    return "niah" if kind == "niah" else "counterfactual"
+
+
+def answer_signals(rec: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, sig in rec["signals"].items():
+        for v in VARIANTS:
+            s = answer_score(sig["copy"], sig["copy_q"], sig["mass"], rec["content"], v)
+            out[f"{name}:{v}"] = np.nan if s is None else s
+    for name, (key, sign) in BASELINES.items():
+        val = rec["baselines"].get(key)
+        out[name] = np.nan if val is None else sign * float(val)
+    return out
+
+
+def token_signals(rec: dict) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name, sig in rec["signals"].items():
+        c, q, m = sig["copy"], sig["copy_q"], sig["mass"]
+        out[f"{name}:combined"] = [token_score(*x) for x in zip(c, q, m)]
+        out[f"{name}:copy"] = [1.0 - max(a, b) for a, b in zip(c, q)]
+        out[f"{name}:mass"] = [1.0 - x for x in m]
+    out["mean_logprob"] = out["min_logprob"] = [-x for x in rec["logprobs"]]
+    out["max_entropy"] = out["mean_entropy"] = list(rec["entropies"])
+    out["rauq"] = list(rec["rauq_tokens"]) or [np.nan] * len(rec["logprobs"])
+    return out
+
+
+def _lookback(items: list[dict], run: Path) -> dict[str, dict[str, Any]]:
+    """Per setting ('in-domain', 'niah->counterfactual', ...): {item id: (answer score, token scores or None)}."""
+    X = np.array([r["lookback"] for r in items], dtype=float)
+    y = np.array([r["label"] for r in items])
+    kinds = np.array([task_of(r["kind"]) for r in items])
+    out: dict[str, dict[str, Any]] = {"in-domain": {}}
+    models: dict[str, list] = {}
+    for task in TASKS:  # in-domain: out-of-fold within each task
+        idx = np.where(kinds == task)[0]
+        if len(idx) < 4:
+            continue
+        pred, ms = lb.out_of_fold(X[idx], y[idx], [items[i]["source"] for i in idx])
+        for j, i in enumerate(idx):
+            out["in-domain"][items[i]["id"]] = pred[j]
+            models[items[i]["id"]] = ms[j]
+    for a, b in ((TASKS[0], TASKS[1]), (TASKS[1], TASKS[0])):  # the other task
+        m = lb.fit(X[kinds == a], y[kinds == a])
+        key = f"{a}->{b}"
+        out[key] = {}
+        for i in np.where(kinds == b)[0]:
+            out[key][items[i]["id"]] = lb.predict(m, X[i:i + 1])[0]
+            models.setdefault(key + items[i]["id"], m)
+    tokens: dict[str, dict[str, list[float]]] = {k: {} for k in out}
+    for r in items:
+        path = run / "arrays" / f"{r['id']}.npz"
+        if not path.exists():
+            continue
+        feats = lb.window_features(np.load(path)["lr"])
+        for key in out:
+            m = models.get(r["id"]) if key == "in-domain" else models.get(key + r["id"])
+            if r["id"] in out[key]:
+                tokens[key][r["id"]] = list(lb.predict(m, feats))
+    return {k: {"answer": out[k], "tokens": tokens[k]} for k in out}
+
+
+def _table(items: list[dict], y: np.ndarray, sigs: list[dict[str, float]], names: list[str], diffs: bool,
+           toks: list[dict[str, list[float]]] | None) -> dict[str, dict]:
+    res: dict[str, dict] = {}
+    mon = np.array([s[MONITOR] for s in sigs])
+    for name in names:
+        s = np.array([x.get(name, np.nan) for x in sigs])
+        row = detection(y, s)
+        if diffs and name != MONITOR:
+            row["monitor_minus"] = paired_auroc_diff(y, mon, s)
+        if toks is not None:
+            groups = []
+            for r, t in zip(items, toks):
+                lab = r["token_labels"]
+                vals = t.get(name)
+                if vals is None:
+                    continue
+                keep = [i for i, l in enumerate(lab) if l is not None]
+                groups.append(([lab[i] for i in keep], [vals[i] for i in keep]))
+            if groups:
+                row["token"] = token_detection(groups)
+        res[name] = row
+    return res
+
+
+def evaluate_run(run: str | Path) -> dict[str, Any]:
+    """Evaluate a benchmark run directory; writes summary.json and tables.md there and returns the summary."""
+    run = Path(run)
+    meta = json.loads((run / "config.json").read_text())
+    records = [r for r in read_jsonl(run / "items.jsonl") if r.get("type") == "item"]
+    labelled = [r for r in records if r["label"] is not None]
+    summary: dict[str, Any] = {"run": str(run), "config": meta.get("config"), "model": meta.get("model"),
+                               "head_sets": meta.get("head_sets"), "answers": len(records),
+                               "labelled": len(labelled), "counts": _counts(records), "subsets": {}}
+    if not labelled:
+        atomic_write_json(run / "summary.json", summary)
+        return summary
+    lookback = _lookback(labelled, run)
+    sigs = [answer_signals(r) for r in labelled]
+    toks = [token_signals(r) for r in labelled]
+    for key, d in lookback.items():
+        for s, t, r in zip(sigs, toks, labelled):
+            if r["id"] in d["answer"]:
+                s[f"lookback[{key}]"] = d["answer"][r["id"]]
+                if r["id"] in d["tokens"]:
+                    t[f"lookback[{key}]"] = d["tokens"][r["id"]]
+    names = sorted({k for s in sigs for k in s}, key=lambda n: (n != MONITOR, n.startswith("lookback"), n))
+    subsets = {"all": lambda r: True, **{k: (lambda r, k=k: task_of(r["kind"]) == k) for k in TASKS},
+               "strict": lambda r: r["judge"]["class"] in ("correct", "hallucinated")}
+    if any(r["kind"] == "unanswerable" for r in labelled):
+        subsets["answerable"] = lambda r: r["kind"] != "unanswerable"
+    for length in sorted({r["length"] for r in labelled}):
+        subsets[f"length={length}"] = lambda r, n=length: r["length"] == n
+    for sub, pick in subsets.items():
+        idx = [i for i, r in enumerate(labelled) if pick(r)]
+        if not idx:
+            continue
+        main = not sub.startswith("length")
+        items = [labelled[i] for i in idx]
+        y = np.array([r["label"] for r in items])
+        summary["subsets"][sub] = _table(items, y, [sigs[i] for i in idx], names, main,
+                                         [toks[i] for i in idx] if main else None)
+    deg = [r for r in records if r["label"] is not None or r["judge"]["class"] == "degenerate"]
+    y = np.array([1 if r["label"] is None else r["label"] for r in deg])
+    dsigs = [answer_signals(r) for r in deg]
+    summary["subsets"]["all+degenerate"] = _table(deg, y, dsigs, [n for n in names if not n.startswith("lookback")],
+                                                  True, None)
+    summary["goals"] = _goals(summary["subsets"])
+    summary["flags"] = _flags(records)
+    summary["overhead"] = _overhead(meta)
+    atomic_write_json(run / "summary.json", summary)
+    from .figures import auroc_figure, roc_figure
+
+    model = (meta.get("model") or {}).get("spec") or "model"
+    roc_figure(np.array([r["label"] for r in labelled]), sigs, run / "roc.png",
+               f"{model}: right vs wrong answers, all labelled (n={len(labelled)})")
+    auroc_figure(summary["subsets"], run / "auroc.png", f"{model}: answer-level AUROC")
+    from .tables import write_tables
+
+    write_tables(run / "tables.md", summary)
+    return summary
+
+
+def _counts(records: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"classes": dict(Counter(r["judge"]["class"] for r in records))}
+    for key in ("kind", "length"):
+        groups: dict[str, Counter] = {}
+        for r in records:
+            groups.setdefault(str(r[key]), Counter())[{0: "right", 1: "wrong", None: "unlabelled"}[r["label"]]] += 1
+        out[f"by_{key}"] = {k: dict(v) for k, v in sorted(groups.items())}
+    lab = [r["label"] for r in records if r["label"] is not None]
+    out["wrong_share"] = round(sum(lab) / len(lab), 4) if lab else None
+    cf_wrong = [r for r in records if r["kind"] == "counterfactual" and r["label"] == 1]
+    out["counterfactual_wrong_parametric"] = sum(bool(r["parametric"]) for r in cf_wrong)
+    out["counterfactual_wrong"] = len(cf_wrong)
+    un = [r for r in records if r["kind"] == "unanswerable"]
+    if un:  # how the unanswerable items were answered: from memory (the real-world answer) or otherwise
+        un_wrong = [r for r in un if r["label"] == 1]
+        out["unanswerable"] = {"items": len(un), "refused": sum(r["label"] is None for r in un),
+                               "answered": len(un_wrong), "parametric": sum(bool(r["parametric"]) for r in un_wrong)}
+    return out
+
+
+def _goals(subsets: dict[str, dict]) -> dict[str, Any]:
+    """The issue's goals, read off the tables: monitor AUROC >= 0.85; >= 0.05 ahead of every unsupervised baseline
+    (logit baselines, RAUQ, length, the copy-and-mass signals of all heads and of random heads); within 0.05 of the
+    supervised Lookback Lens in-domain, and ahead of it on the other task."""
+    out: dict[str, Any] = {}
+    for sub in ("all", *TASKS):
+        t = subsets.get(sub)
+        if not t or t[MONITOR]["auroc"] is None:
+            continue
+        base = {n: r["monitor_minus"] for n, r in t.items() if "monitor_minus" in r and not n.startswith("lookback")
+                and not n.startswith("retrieval")}
+        closest = min((b for b in base.items() if b[1]["diff"] is not None), key=lambda b: b[1]["diff"], default=None)
+        look = {n: r["monitor_minus"] for n, r in t.items() if n.startswith("lookback") and "monitor_minus" in r}
+        out[sub] = {"auroc": t[MONITOR]["auroc"], "auroc_ci": t[MONITOR]["auroc_ci"],
+                    "closest_unsupervised": closest and {"name": closest[0], **closest[1]},
+                    "minus_lookback": look}
+    return out
+
+
+def _flags(records: list[dict]) -> dict[str, Any]:
+    """The per-token unsupported flag and the verdict (score.py's rules, recomputed from the stored signals) against
+    the labels: token precision and recall of the flag, and verdicts by label."""
+    tp = fp = fn = 0
+    verdicts: dict[str, Counter] = {}
+    for r in records:
+        sig = r["signals"]["retrieval"]
+        echo = [is_echo(c, q) for c, q in zip(sig["copy"], sig["copy_q"])]
+        flag = [is_unsupported(ct, e, c) for ct, e, c in zip(r["content"], echo, sig["copy"])]
+        for f, lab in zip(flag, r["token_labels"]):
+            if lab is not None:
+                tp += f and lab == 1
+                fp += f and lab == 0
+                fn += (not f) and lab == 1
+        keep = [f for f, ct, e in zip(flag, r["content"], echo) if ct and not e]
+        v = "nothing to check" if not keep else ("supported" if not any(keep) else (
+            "partly unsupported" if sum(keep) < 0.5 * len(keep) else "unsupported"))
+        verdicts.setdefault(v, Counter())[{0: "right", 1: "wrong", None: "unlabelled"}[r["label"]]] += 1
+    return {"token_precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "token_recall": round(tp / (tp + fn), 4) if tp + fn else None, "tp": tp, "fp": fp, "fn": fn,
+            "verdicts": {k: dict(v) for k, v in sorted(verdicts.items())}}
+
+
+def _overhead(meta: dict) -> dict | None:
+    """The overhead ratio measured by bench/bench_monitor.py for this model, when its result file exists."""
+    spec = (meta.get("config") or {}).get("model", {}).get("model", "")
+    path = Path("bench/results") / f"monitor_overhead_{spec.replace('/', '_')}.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("summary")
