@@ -113,7 +113,9 @@ def guarded(call: Callable[[], Any], prog: str = "rheads") -> int:
     try:
         call()
     except RHeadsError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        from .flags import cli_message
+
+        print(f"{prog}: error: {cli_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; rerun the same command to resume where it stopped", file=sys.stderr)
