@@ -163,7 +163,7 @@ def test_eval_outputs_and_summary(model, tok, tmp_path, gsm_file):
 
 
 def test_summary_bounds_what_the_token_limit_cost():
-    from retrieval_heads.evals.taskeval import summarize
+    from retrieval_heads.evals.taskeval import eval_summary as summarize
 
     def rec(correct, cut):
         return {"correct": correct, "cut_off": cut, "extracted": "1", "new_tokens": 8, "seconds": 0.1}

@@ -116,7 +116,7 @@ def sample_record(s: Sample, probe, needle: Needle, gen: torch.Tensor, top1: tor
     }
 
 
-def summarize(scores: HeadScores, records: list[dict], threshold: float, top_k: int = 20) -> dict:
+def detection_summary(scores: HeadScores, records: list[dict], threshold: float, top_k: int = 20) -> dict:
     ranked = scores.ranked()
     above = [lh for lh, s in ranked if s > threshold]
     total = scores.num_layers * scores.num_heads
@@ -134,7 +134,7 @@ def summarize(scores: HeadScores, records: list[dict], threshold: float, top_k: 
 
 def write_outputs(out: Path, scores: HeadScores, records: list[dict], config: DetectConfig, model_name: str) -> dict:
     scores.save(out / "scores.json")
-    summary = summarize(scores, records, config.threshold)
+    summary = detection_summary(scores, records, config.threshold)
     summary = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), **summary}
     atomic_write_json(out / "summary.json", summary)
     head_heatmap(scores.mean(), out / "heatmap.png",

@@ -132,7 +132,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
         if writer:
             writer.close()
 
-    summary = summarize(results, config, heads, mean_info, model)
+    summary = niah_summary(results, config, heads, mean_info, model)
     if out is not None:
         atomic_write_json(out / "summary.json", summary)
         title = f"{model_name(model)}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
@@ -160,7 +160,7 @@ def run_batch(model, tokenizer, g: Grid, samples: list[Sample], config: NiahConf
     return out
 
 
-def summarize(records: list[dict], config: NiahConfig, heads: list[tuple[int, int]], mean_info: dict | None,
+def niah_summary(records: list[dict], config: NiahConfig, heads: list[tuple[int, int]], mean_info: dict | None,
               model=None) -> dict[str, Any]:
     """summary.json: mean score (0-100), cells, class counts, per-length and per-depth means."""
     scores = [r["score"] for r in records]

@@ -43,7 +43,7 @@ from ..capture.decoding import default_batch_size, generate_batch, pad_id
 from ..version import FORMAT_VERSION, __version__
 from .tasks.loading import load_exemplars, load_items
 from .tasks.numbers import answer_line_complete
-from .tasks.prompts import Prompt, build_prompt, use_chat
+from .tasks.prompts import TaskPrompt, build_prompt, use_chat
 from .tasks.registry import Item, extract, get_task, is_correct, resolve_mode
 
 
@@ -84,7 +84,7 @@ def items_hash(items: list[Item]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[Prompt]]:
+def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]]:
     """The items of a resolved config and their prompts."""
     spec = get_task(config.task)
     items = load_items(spec, config.data, limit=config.limit, steps=config.steps, seed=config.seed, split=config.split)
@@ -171,13 +171,13 @@ def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None
             writer.close()
 
     results = [done[it.id] for it in items]
-    summary = summarize(results, config, heads, mean_info, model, batch_size)
+    summary = eval_summary(results, config, heads, mean_info, model, batch_size)
     if out is not None:
         atomic_write_json(out / "summary.json", summary)
     return summary
 
 
-def item_record(spec, mode: str, item: Item, index: int, prompt: Prompt, generation: str, new_tokens: int,
+def item_record(spec, mode: str, item: Item, index: int, prompt: TaskPrompt, generation: str, new_tokens: int,
                 seconds: float, reason: str) -> dict[str, Any]:
     generation = generation.strip()
     extracted = extract(spec, generation, mode)
@@ -195,7 +195,7 @@ def cut_off(record: dict, max_new_tokens: int | None) -> bool:
     return max_new_tokens is not None and record["new_tokens"] >= max_new_tokens
 
 
-def summarize(records: list[dict], config: EvalConfig, heads: list[tuple[int, int]], mean_info: dict | None,
+def eval_summary(records: list[dict], config: EvalConfig, heads: list[tuple[int, int]], mean_info: dict | None,
               model=None, batch_size: int | None = None) -> dict[str, Any]:
     """summary.json: accuracy (fraction correct) over n items, and what was run."""
     n = len(records)

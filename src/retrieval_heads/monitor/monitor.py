@@ -37,7 +37,7 @@ from ..capture.attention import check_model
 from ..capture.controller import AttentionController
 from ..capture.decoding import new_cache
 from .baselines import logit_baselines, rauq
-from .prompt import Prompt, build_prompt
+from .prompt import MonitorPrompt, build_prompt
 from .score import AnswerReport, TokenRecord, make_token, report
 from .signals import HeadSet, Recording
 
@@ -129,7 +129,7 @@ class Monitor:
         self.eos = eos_ids(model, tokenizer)
 
     # ------------------------------------------------------------------------------ prompts
-    def prompt(self, context: str, question: str, max_new_tokens: int = 0) -> Prompt:
+    def prompt(self, context: str, question: str, max_new_tokens: int = 0) -> MonitorPrompt:
         return build_prompt(self.tokenizer, context, question, self.template, self.chat,
                             max_context=self.max_context or None, max_new_tokens=max_new_tokens)
 

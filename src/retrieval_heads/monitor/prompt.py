@@ -1,7 +1,7 @@
 """The monitored prompt: a context and a question rendered through a template, tokenized, with the cache slots
 of the context and question tokens and each context token's character offsets in the context string.
 
-`build_prompt(tokenizer, context, question, template, chat, max_context, max_new_tokens)` returns a `Prompt`.
+`build_prompt(tokenizer, context, question, template, chat, max_context, max_new_tokens)` returns a `MonitorPrompt`.
 The template is rendered once with sentinels in place of the context and the question, so the character range
 of each in the rendered text is exact; tokens are mapped to those ranges through the fast tokenizer's offsets.
 Slot i is prompt token i (one unpadded prompt). Bad input is a one-line `RHeadsError`: an empty context, a
@@ -25,7 +25,7 @@ _QST = "\x00RHEADS_QUESTION\x00"
 
 
 @dataclass(frozen=True)
-class Prompt:
+class MonitorPrompt:
     input_ids: list[int]
     context: str
     question: str
@@ -54,7 +54,7 @@ def _check_text(context: Any, question: Any) -> None:
 
 
 def build_prompt(tokenizer: Any, context: str, question: str, template: str | ResolvedTemplate = "default",
-                 chat: bool | None = None, *, max_context: int | None = None, max_new_tokens: int = 0) -> Prompt:
+                 chat: bool | None = None, *, max_context: int | None = None, max_new_tokens: int = 0) -> MonitorPrompt:
     """Render, tokenize and map a (context, question) pair; see the module docstring."""
     _check_text(context, question)
     resolved = resolve_template(template, tokenizer, chat)
@@ -96,4 +96,4 @@ def build_prompt(tokenizer: Any, context: str, question: str, template: str | Re
     if max_context and total > max_context:
         raise RHeadsError(f"the prompt takes {len(input_ids)} tokens and the answer up to {max_new_tokens} more, over "
                           f"the model's context of {max_context}: shorten the context or use a longer-context model")
-    return Prompt(input_ids, context, question, slots["context"], slots["question"], offsets, kinds)
+    return MonitorPrompt(input_ids, context, question, slots["context"], slots["question"], offsets, kinds)

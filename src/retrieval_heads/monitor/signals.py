@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..capture.recorders import PrevToken, SpanMass, Top1
-from .prompt import Prompt
+from .prompt import MonitorPrompt
 
 GENERATED_END = 10**9  # an end slot past any sequence: "everything generated"
 
@@ -67,7 +67,7 @@ def _union(sets: list[HeadSet]) -> dict[int, list[int]]:
 class Recording:
     """Recorders over the head sets of one prompt, and their per-step reduction (see the module docstring)."""
 
-    def __init__(self, prompt: Prompt, sets: list[HeadSet], num_layers: int, num_heads: int, all_heads: bool = False):
+    def __init__(self, prompt: MonitorPrompt, sets: list[HeadSet], num_layers: int, num_heads: int, all_heads: bool = False):
         self.prompt, self.sets, self.all_heads = prompt, sets, all_heads
         union = {l: list(range(num_heads)) for l in range(num_layers)} if all_heads else _union(sets)
         self.order = [(l, h) for l, hs in union.items() for h in hs]  # flat head order of a step's arrays

@@ -77,7 +77,7 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
                                              progress=progress, means=means, batch_size=batch_size))
                for r in todo], progress)
 
-    summary = summarize(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
+    summary = ablate_summary(config, runs, finished(out, runs), len(scores.above(config.threshold)), L * H)
     atomic_write_json(out / "summary.json", summary)
     if summary["results"]:
         name = model_name(model)
@@ -88,7 +88,7 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     return summary
 
 
-def summarize(config: AblateConfig, runs: list[SweepRun], done: dict[str, dict], n_retrieval: int,
+def ablate_summary(config: AblateConfig, runs: list[SweepRun], done: dict[str, dict], n_retrieval: int,
               n_heads: int) -> dict[str, Any]:
     """summary.json of the sweep: one row per K over the finished runs (see the module docstring)."""
     rows = aggregate(runs, done, "mean_score", "sample_scores")

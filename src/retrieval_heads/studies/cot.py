@@ -134,7 +134,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
                    seeds=config.seeds(), threshold=config.threshold, progress=progress,
                    title=f"{model_name(model)}: who copies during CoT ({config.task})")
 
-    summary = summarize(config, parts, finished(out, [r for _, r in parts]), len(scores.above(config.threshold)),
+    summary = cot_summary(config, parts, finished(out, [r for _, r in parts]), len(scores.above(config.threshold)),
                         L * H)
     share_path = out / "copy_share.json"
     if share_path.exists():
@@ -148,7 +148,7 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     return summary
 
 
-def summarize(config: CotConfig, parts: list, done: dict[str, dict], n_retrieval: int,
+def cot_summary(config: CotConfig, parts: list, done: dict[str, dict], n_retrieval: int,
               n_heads: int) -> dict[str, Any]:
     results = []
     for mode in config.modes:

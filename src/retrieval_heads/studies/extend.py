@@ -35,8 +35,8 @@ from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_key, model_name
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
-from .cot import CotConfig, runs_of, summarize as summarize_cot
-from ..evals.taskeval import EvalConfig, cut_off, run_eval, summarize as summarize_eval
+from .cot import CotConfig, runs_of, cot_summary as summarize_cot
+from ..evals.taskeval import EvalConfig, cut_off, run_eval, eval_summary as summarize_eval
 from .sweep import check_only, finished, run_parts
 
 

@@ -19,7 +19,7 @@ from .registry import INSTRUCTIONS, Item
 
 
 @dataclass(frozen=True)
-class Prompt:
+class TaskPrompt:
     text: str  # the rendered prompt (the chat template applied when chat)
     input_ids: list[int]  # what the model sees, special tokens included
     question_span: tuple[int, int]  # [start, end) token positions of the test question in input_ids
@@ -56,7 +56,7 @@ def use_chat(tokenizer: Any, chat: bool | None) -> bool:
     return decide_chat(tokenizer, chat)
 
 
-def build_prompt(tokenizer: Any, item: Item, mode: str, exemplars: list[Item], chat: bool) -> Prompt:
+def build_prompt(tokenizer: Any, item: Item, mode: str, exemplars: list[Item], chat: bool) -> TaskPrompt:
     """The prompt of one item, tokenized, with the token span of its question."""
     text = render(tokenizer, item, mode, exemplars, chat)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)))
@@ -71,4 +71,4 @@ def build_prompt(tokenizer: Any, item: Item, mode: str, exemplars: list[Item], c
     else:  # slow tokenizer: count the tokens of the text before and through the question
         span = (len(tokenizer(text[:a], add_special_tokens=False)["input_ids"]),
                 len(tokenizer(text[:b], add_special_tokens=False)["input_ids"]))
-    return Prompt(text, lead + ids, (span[0] + len(lead), span[1] + len(lead)), chat)
+    return TaskPrompt(text, lead + ids, (span[0] + len(lead), span[1] + len(lead)), chat)
