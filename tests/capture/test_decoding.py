@@ -40,3 +40,18 @@ def test_text_stop_waits_for_the_answer_to_start():
     stop = text_stop(["\n"])
     assert not stop("\n\n  ") and not stop(" The answer") and stop(" The answer.\n")
     assert text_stop([]) is None and text_stop([""]) is None
+
+
+def test_a_static_cache_implementation_in_generation_config_decodes_as_the_dynamic_cache():
+    model = use_rheads(tiny_model("llama"))
+    dyn = AttentionController(capture=True)
+    want = generate_batch(model, _prompts(), 6, [], dyn, 0)
+    model.generation_config.cache_implementation = "static"  # what a user may set; generate() used to raise
+    try:
+        ctl = AttentionController(capture=True)
+        got = generate_batch(model, _prompts(), 6, [], ctl, 0)
+        assert model.generation_config.cache_implementation == "static"  # left as the user set it
+    finally:
+        model.generation_config.cache_implementation = None
+    assert [g.tokens for g in got] == [g.tokens for g in want] and all(len(g.tokens) == 6 for g in got)
+    assert torch.equal(ctl.top1_positions(), dyn.top1_positions())

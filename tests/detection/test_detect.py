@@ -76,3 +76,11 @@ def test_a_run_directory_refuses_another_model_dtype_or_data(tok, haystack_file,
         detect(_model("llama", tok), cfg, tokenizer=tok, out=out, progress=False)
     detect(_model("qwen2", tok), cfg, tokenizer=tok, out=out, progress=False, overwrite=True)
     assert json.loads((out / "config.json").read_text())["model_key"]["family"] == "qwen2"
+
+
+def test_a_static_cache_in_generation_config_gives_the_scores_of_the_dynamic_cache(tok, haystack_file, tmp_path):
+    model = _model("llama", tok)
+    want = detect(model, _config(haystack_file), tokenizer=tok, progress=False)
+    model.generation_config.cache_implementation = "static"
+    got = detect(model, _config(haystack_file), tokenizer=tok, out=tmp_path / "static", progress=False, batch_size=2)
+    assert got.to_paper() == want.to_paper() and _records(tmp_path / "static")

@@ -153,7 +153,7 @@ def test_hub_id_unreachable(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(RHeadsError, match="Hugging Face Hub.*HF_HUB_OFFLINE.*local model directory"):
+    with pytest.raises(RHeadsError, match="Hugging Face cache and HF_HUB_OFFLINE.*rheads models.*local model directory"):
         load_model("no-such-org/no-such-model-rheads")
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import RHeadsError
+from .modes import BUILTIN_ABLATION_DOCS
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,6 @@ def register_ablation_mode(name: str, fn: Callable, doc: str) -> None:
     ABLATION_MODES[name] = AblationMode(name, doc, fn)
 
 
-register_ablation_mode("zero", _zero, "the head's output is zeroed before the output projection")
-register_ablation_mode(
-    "uniform",
-    _uniform,
-    "the head attends uniformly over the positions it may see (its causal/sliding mask): output = mean of its V",
-)
-register_ablation_mode(
-    "mean", _mean, "the head's output is replaced by its mean over a reference run (see `collect_means`)"
-)
+for _name, _fn in (("zero", _zero), ("uniform", _uniform), ("mean", _mean)):
+    register_ablation_mode(_name, _fn, BUILTIN_ABLATION_DOCS[_name])
+del _name, _fn

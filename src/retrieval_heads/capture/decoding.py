@@ -82,6 +82,14 @@ def new_cache(model):
     return DynamicCache(config=model.config)
 
 
+def greedy_kwargs(model, cache=None) -> dict:
+    """The `model.generate` arguments of greedy decoding on our own cache (`cache`, default `new_cache`), whatever
+    the model's generation_config asks for: no sampling, no compilation, and no `cache_implementation` (a
+    "static" one there would clash with the cache passed in). The model's generation_config is not changed."""
+    return dict(do_sample=False, temperature=None, top_p=None, top_k=None, disable_compile=True,
+                cache_implementation=None, cache=new_cache(model) if cache is None else cache)
+
+
 def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: list[int], ctl: AttentionController,
                    pad: int, *, tokenizer=None, stop: Callable[[str], bool] | None = None,
                    cache=None, on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[Generation]:
@@ -89,7 +97,8 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
 
     `cache`: a callable (model, batch size) -> a fresh cache for this call (e.g. a KV policy's); default
     `new_cache`. `on_step(t, tokens [B])`: called after each step (`StepStreamer`). Compilation is disabled: the
-    controller's Python side effects must run at every step."""
+    controller's Python side effects must run at every step. A `cache_implementation` in the model's
+    generation_config (e.g. "static") is ignored: decoding uses the cache above, with the same results."""
     B, width = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, width), pad, dtype=torch.long)  # [B, W] left-padded
     mask = torch.zeros((B, width), dtype=torch.long)  # [B, W] 1 = real token
@@ -108,9 +117,8 @@ def generate_batch(model, prompts: list[list[int]], max_new_tokens: int, eos: li
     device = model.get_input_embeddings().weight.device
     with ctl.activate(model), torch.no_grad():
         seq = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                             do_sample=False, temperature=None, top_p=None, top_k=None, eos_token_id=eos or None,
-                             pad_token_id=pad, cache=cache(model, B) if cache else new_cache(model),
-                             disable_compile=True, **extra)
+                             eos_token_id=eos or None, pad_token_id=pad,
+                             **greedy_kwargs(model, cache(model, B) if cache else None), **extra)
     gen = seq[:, width:].cpu().tolist()  # [B, T]
     ends = set(eos)
     out = []

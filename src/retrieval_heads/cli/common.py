@@ -74,6 +74,10 @@ def sweep_kwargs(a, command: str, default_ks: str, mask_seed: int) -> dict[str, 
 
 
 def model_config(a) -> ModelConfig:
+    """The model flags; what --model names is checked at once (a hub id: the cache, then one quick request)."""
+    from ..models.loading import check_spec
+
+    check_spec(a.model)
     return ModelConfig(model=a.model, device=a.device, dtype=a.dtype, device_map=a.device_map)
 
 

@@ -13,11 +13,12 @@ from .common import add_model_args, add_out_args, add_probe_args, model_config, 
 
 def cmd_detect(a) -> None:
     from ..config import DetectConfig
+
+    config = DetectConfig(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,
+                          threshold=a.threshold, stop=parse_list(a.stop))  # flag errors before torch loads
     from ..detection.detect import detect, format_summary
     from ..io.jsonl import of_type, read_jsonl
 
-    config = DetectConfig(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,
-                          threshold=a.threshold, stop=parse_list(a.stop))
     out = Path(a.out)
     detect(config.model.model, config, out=out, batch_size=a.batch_size, overwrite=a.overwrite)
     summary = json.loads((out / "summary.json").read_text())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..capture.ablation import ABLATION_MODES
+from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
 from .common import (add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan,
                      sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
@@ -28,8 +28,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
             action.help = "seed of the random:K mask draw (default: %(default)s)"
     p.add_argument("--needle-seed", type=int, default=42, help="seed of the needle order (default: %(default)s)")
     p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
-    p.add_argument("--ablation", default="zero", choices=sorted(ABLATION_MODES),
-                   help="; ".join(f"{m.name}: {m.doc}" for m in ABLATION_MODES.values()))
+    p.add_argument("--ablation", default="zero", choices=sorted(BUILTIN_ABLATION_DOCS),
+                   help=ablation_help())
     p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--stop", default=None, help="comma list of stop strings ('' for none; default: a newline after "

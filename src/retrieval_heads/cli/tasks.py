@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import RHeadsError
-from ..capture.ablation import ABLATION_MODES
+from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
 from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, run_plan, sweep_kwargs
 
 _DEFAULT_KS = "0,10,20,50"
@@ -29,8 +29,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generated tasks: item seed (default: %(default)s)")
     add_chat_args(p)
     p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
-    p.add_argument("--ablation", default="zero", choices=sorted(ABLATION_MODES),
-                   help="; ".join(f"{m.name}: {m.doc}" for m in ABLATION_MODES.values()))
+    p.add_argument("--ablation", default="zero", choices=sorted(BUILTIN_ABLATION_DOCS),
+                   help=ablation_help())
     p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
     p.add_argument("--mask-seed", type=int, default=0, help="seed of the (first) random:K mask draw")
     p.add_argument("--batch-size", type=int, default=None, help="prompts decoded together (default: 8 on CUDA, 4 else)")

@@ -2,7 +2,9 @@
 Face directory or a hub id, switched to the `rheads` attention, with a record of what was loaded.
 
 `resolve_spec` classifies a spec without loading anything (one-line errors for what names nothing);
-`load_model` loads it: named models and GGUF files go through the conversion cache (`cache.py`).
+`load_model` loads it: named models and GGUF files go through the conversion cache (`cache.py`); a hub id is
+checked first (`hub.py`: the local cache, then one quick request), so a wrong id or an unreachable Hub fails
+in one line within seconds, and a cached model loads without network.
 
 Left out on purpose: `trust_remote_code`, and downloading anything ourselves (hub ids go through
 transformers and its cache).
@@ -17,6 +19,7 @@ from typing import Any
 
 from ..errors import RHeadsError
 from .cache import gguf_to_dir, is_gguf
+from .hub import check_hub
 from .info import model_info
 from .registry import OFFLINE_MODELS
 
@@ -55,6 +58,15 @@ def resolve_spec(spec: str) -> Source:
                       f"`rheads models`), a hub id like org/name, a local model directory or a .gguf file")
 
 
+def check_spec(spec: str) -> Source:
+    """`resolve_spec`, and for a hub id `hub.check_hub` (once per id): `load_model`'s one-line errors about what
+    the spec names, before anything heavy is imported."""
+    source = resolve_spec(str(spec))
+    if source.kind == "hub":
+        check_hub(source.location)
+    return source
+
+
 def _torch_dtype(dtype: str, device: str, device_map: str | dict | None) -> Any:
     import torch
 
@@ -72,10 +84,13 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
     """Load (model, tokenizer) for `spec`: a named offline model, a .gguf file, a local HF directory, or
     a hub id. The model is in eval mode, uses the `rheads` attention unless told otherwise, and carries
     its ModelInfo as `model.rheads_info`."""
+    spec = str(spec)
+    source = resolve_spec(spec)  # one-line errors before torch loads
+    local_only = check_hub(source.location) if source.kind == "hub" else False
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = str(spec)
     torch_dtype = _torch_dtype(dtype, device, device_map)
     if device_map is None and device.startswith("cuda") and not torch.cuda.is_available():
         raise RHeadsError(f"device '{device}' asked for, but CUDA is not available here: use --device cpu")
@@ -84,7 +99,6 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
 
         attn_implementation = register()
 
-    source = resolve_spec(spec)
     if source.kind == "named":
         location = str(gguf_to_dir(OFFLINE_MODELS[spec].gguf_path(cache_dir), cache_dir, spec))
     elif source.kind == "gguf":
@@ -95,9 +109,10 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
     if device_map is not None:
         kwargs["device_map"] = device_map
+    local = {"local_files_only": True} if local_only else {}  # a cached hub model while the Hub is out of reach
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs, **local)
+        tokenizer = AutoTokenizer.from_pretrained(location, **local)
     except OSError as err:
         if source.kind != "hub":
             raise
