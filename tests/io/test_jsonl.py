@@ -2,8 +2,7 @@
 
 import json
 import threading
-
-import pytest
+import warnings
 
 from retrieval_heads.io.jsonl import JsonlWriter, atomic_write_json, read_jsonl
 
@@ -14,7 +13,14 @@ def _write(f, *records):
             w.write(r)
 
 
-def test_torn_last_line_is_skipped_then_cut_before_the_next_append(tmp_path):
+def _one_line(err: str, words: str) -> None:
+    """The notice is one plain line on stderr: no Python warning, no source line."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and words in lines[0], err
+    assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_torn_last_line_is_skipped_then_cut_before_the_next_append(tmp_path, capfd):
     f = tmp_path / "x.jsonl"
     _write(f, {"a": 1}, {"a": 2})
     with open(f, "a") as fh:
@@ -22,8 +28,10 @@ def test_torn_last_line_is_skipped_then_cut_before_the_next_append(tmp_path):
     before = f.read_bytes()
     assert read_jsonl(f) == [{"a": 1}, {"a": 2}]
     assert f.read_bytes() == before  # reading never modifies the file
-    with pytest.warns(UserWarning, match="torn last record"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning any more
         _write(f, {"a": 3})
+    _one_line(capfd.readouterr().err, "cut a torn last record (12 bytes)")
     assert read_jsonl(f) == [{"a": 1}, {"a": 2}, {"a": 3}]
 
 
@@ -37,11 +45,13 @@ def test_record_complete_but_for_its_newline_is_kept_not_glued(tmp_path):
     assert read_jsonl(f) == [{"a": 1}, {"a": 2}, {"a": 3}]
 
 
-def test_bad_line_in_the_middle_is_reported_and_later_records_kept(tmp_path):
+def test_bad_line_in_the_middle_is_reported_and_later_records_kept(tmp_path, capfd):
     f = tmp_path / "x.jsonl"
     f.write_text('{"a": 1}\nnot json\n{"a": 2}{"a": 3}\n{"a": 4}\n')
-    with pytest.warns(UserWarning, match="line 2: not valid JSON"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         recs = read_jsonl(f)
+    _one_line(capfd.readouterr().err, f"{f}, line 2: not valid JSON, skipped")
     assert recs == [{"a": 1}, {"a": 2}, {"a": 3}, {"a": 4}]  # a glued pair from an old writer is recovered too
     assert read_jsonl(tmp_path / "missing.jsonl") == []
 

@@ -2,10 +2,10 @@
 
 - `JsonlWriter` appends one record per line, flushed and fsynced after each. Before its first append it
   mends the file's tail: a last record that is complete but lacks its newline (killed between the two
-  writes) gets the newline; a torn one (killed mid-record) is cut off with a warning. So an append never
-  glues onto a half record.
+  writes) gets the newline; a torn one (killed mid-record) is cut off with a notice. So an append never
+  glues onto a half record. Notices are one plain line on stderr (`notice`), not Python warnings.
 - `read_jsonl` reads every record. A bad line in the middle (hand edits, an old glued pair) is reported
-  with a warning naming its line number and skipped; records after it are kept. Two objects glued on one
+  with a notice naming its line number and skipped; records after it are kept. Two objects glued on one
   line are both recovered. Reading never modifies the file.
 - `json_objects` parses user input strictly (needle files, monitor items): one JSON object per non-blank line,
   or a one-line error that names the file and the line.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -69,6 +69,13 @@ def _decode_line(line: str) -> tuple[list[Any], bool]:
     return out, True
 
 
+def notice(message: str) -> None:
+    """One plain line on stderr ("warning: ..."), drawn above any progress bar: a repair the user should know of."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Every record of a JSONL file (see the module docstring); [] when the file does not exist."""
     path = Path(path)
@@ -85,13 +92,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
         if not ok:
             torn_tail = n == len(lines)  # the last line has no newline: a write in flight or killed
             if not torn_tail:
-                warnings.warn(f"{path}, line {n}: not valid JSON, skipped (the records after it are kept)",
-                              stacklevel=2)
+                notice(f"{path}, line {n}: not valid JSON, skipped (the records after it are kept)")
     return records
 
 
 def mend_tail(path: Path) -> None:
-    """Make the file end in a newline: complete a whole last record, cut a torn one (with a warning)."""
+    """Make the file end in a newline: complete a whole last record, cut a torn one (with a notice)."""
     if not path.exists() or path.stat().st_size == 0:
         return
     data = path.read_bytes()
@@ -104,8 +110,7 @@ def mend_tail(path: Path) -> None:
             f.seek(0, os.SEEK_END)
             f.write(b"\n")
         else:
-            warnings.warn(f"{path}: cut a torn last record ({len(data) - start} bytes) left by a killed write",
-                          stacklevel=3)
+            notice(f"{path}: cut a torn last record ({len(data) - start} bytes) left by a killed write")
             f.truncate(start)
 
 
