@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 from retrieval_heads.config import ModelConfig
 from retrieval_heads.io.jsonl import read_jsonl
 from retrieval_heads.monitor.bench.run import BenchConfig, run_bench
-from retrieval_heads.monitor.bench.evaluation import MONITOR, answer_signals, evaluate_run
-from retrieval_heads.monitor.score import answer_score
+from retrieval_heads.monitor.bench.evaluation import answer_signals, evaluate_run
+from retrieval_heads.monitor.signals import MONITOR
 
 
 def test_run_bench_on_a_tiny_model(model, tok, scores, haystack, tmp_path):
@@ -82,8 +82,9 @@ def test_evaluate_on_known_signals(tmp_path):
     s = evaluate_run(tmp_path / "run")
     lab = [r for r in recs if r["label"] is not None]
     y = [r["label"] for r in lab]
-    mon = [answer_score(**{k: r["signals"]["retrieval"][k] for k in ("copy", "copy_q", "mass")},
-                        content=r["content"]) for r in lab]
+    sig = [r["signals"]["retrieval"] for r in lab]
+    assert all(r["content"] == [True] * 4 and s["copy_q"] == [0.0] * 4 for r, s in zip(lab, sig))  # all counted
+    mon = [np.mean([1 - 0.5 * (c + m) for c, m in zip(s["copy"], s["mass"])]) for s in sig]  # the combined score
     row = s["subsets"]["all"][MONITOR]
     assert row["auroc"] == pytest.approx(roc_auc_score(y, mon), abs=1e-4) and row["n"] == len(lab)
     assert row["auroc"] > 0.8 and s["subsets"]["all"]["all:combined"]["auroc"] < row["auroc"]

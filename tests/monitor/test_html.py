@@ -16,7 +16,7 @@ import pytest
 from retrieval_heads.monitor.html import render_html, write_html
 from retrieval_heads.monitor.prompt import build_prompt
 from retrieval_heads.monitor.score import make_token, report
-from retrieval_heads.monitor.signals import StepSignals
+from retrieval_heads.monitor.recording import StepSignals
 
 CONTEXT = "The baker sold bread. " + " ".join(["bread"] * 400) + " The key is kept under a loose floor tile."
 QUESTION = "What did the baker sell?"
@@ -64,7 +64,7 @@ def rep(tok):
         answer += text
         toks.append(make_token(i, 10 + i, text, len(answer) - len(text), answer,
                                StepSignals(c, qq, int(c + qq > 0), 0.3, source and source["slot"]), source, -0.5, 1.0))
-    return report(answer, toks, {"mean_logprob": -0.5, "n_tokens": len(toks)}, "eos", prompt.n)
+    return report(answer, toks, "eos", prompt.n)
 
 
 def test_page_is_self_contained_and_links_resolve(rep):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from retrieval_heads.errors import RHeadsError
+from retrieval_heads.errors import ParamError, RHeadsError
 from retrieval_heads.monitor.bench.items import counterfactual_facts, label_of, materialize, plan, token_labels
 from retrieval_heads.monitor.prompt import build_prompt
 from retrieval_heads.scoring.judge import judge
@@ -33,11 +33,19 @@ def test_plan_counts_and_order():
     assert plan([1000], [50], limit=5) == plan([1000], [50])[:5]
 
 
-@pytest.mark.parametrize("kwargs", [{"cf_per_cell": -1}, {"unanswerable_per_cell": -2}, {"niah_per_cell": -1},
-                                    {"niah_per_cell": 0, "cf_per_cell": 0}, {"limit": 0}])
-def test_plan_refuses_negative_or_empty_counts(kwargs):
-    with pytest.raises(RHeadsError, match="bad --"):
+@pytest.mark.parametrize("kwargs,param", [({"cf_per_cell": -1}, "cf_per_cell"),
+                                          ({"unanswerable_per_cell": -2}, "unanswerable_per_cell"),
+                                          ({"niah_per_cell": -1}, "niah_per_cell"),
+                                          ({"niah_per_cell": 0, "cf_per_cell": 0}, "niah_per_cell"),
+                                          ({"limit": 0}, "limit")])
+def test_plan_refuses_negative_or_empty_counts(kwargs, param):
+    """Worded with the parameter's name (the CLI rewords it with its flag), never with a flag."""
+    with pytest.raises(ParamError) as e:
         plan([1000], [50], **kwargs)
+    assert e.value.param == param and str(e.value).startswith(f"{param}=") and "--" not in str(e.value)
+    flags = {"niah_per_cell": "--niah-per-cell", "cf_per_cell": "--cf-per-cell",
+             "unanswerable_per_cell": "--unanswerable-per-cell", "limit": "--limit"}
+    assert e.value.for_cli(flags).startswith(f"{flags[param]} {e.value.value}: ")
 
 
 def test_materialized_context_holds_the_sentence_and_fits(tok, haystack, tmp_path):

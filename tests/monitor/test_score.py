@@ -8,10 +8,20 @@ import math
 import numpy as np
 import pytest
 
-from retrieval_heads.monitor.baselines import logit_baselines, prev_attention, rauq, rauq_layers
-from retrieval_heads.monitor.score import answer_score, report, token_score, word_flags
-from retrieval_heads.monitor.signals import StepSignals
-from retrieval_heads.monitor.score import make_token
+from retrieval_heads.monitor.recording import StepSignals
+from retrieval_heads.monitor.rules import word_flags
+from retrieval_heads.monitor.score import make_token, report
+from retrieval_heads.monitor.signals import AnswerTrace, HeadSetTrace, get_signal, stats
+from retrieval_heads.monitor.signals.combined import token_score
+from retrieval_heads.monitor.signals.rauq import prev_attention, rauq, rauq_layers
+
+
+def answer_score(copy, copy_q, mass, content, variant="combined"):
+    return get_signal(variant).value(AnswerTrace(content, {"retrieval": HeadSetTrace(copy, copy_q, mass)}), "retrieval")
+
+
+def logit_baselines(logprobs, entropies):
+    return stats(AnswerTrace(logprobs=logprobs, entropies=entropies))
 
 
 def _answer(parts):
@@ -38,7 +48,7 @@ def test_echo_tokens_do_not_count_and_spans_join_over_punctuation_only():
     ans, toks = _answer([("The", 0.0, 0.0, 0.5), (" key", 0.0, 0.8, 0.6), (" is", 0.0, 0.0, 0.4),
                          (" in", 0.0, 0.0, 0.3), (" Paris", 0.0, 0.0, 0.2), (",", 0.0, 0.0, 0.2),
                          (" France", 0.0, 0.0, 0.1), (" under", 0.9, 0.0, 0.9), (" tile", 0.1, 0.0, 0.2)])
-    rep = report(ans, toks, {}, "eos", 10)
+    rep = report(ans, toks, "eos", 10)
     by = {t.text.strip(): t for t in rep.tokens}
     assert by["key"].echo and not by["key"].unsupported and by["key"].score == pytest.approx(1 - (0.8 + 0.6) / 2)
     # unsupported = no head copied it from the context, whatever the token score: 'tile' (copy 0.1) is supported
@@ -54,15 +64,15 @@ def test_echo_tokens_do_not_count_and_spans_join_over_punctuation_only():
 
 def test_verdicts():
     ans, toks = _answer([(" Lyon", 0.9, 0.0, 0.9), (" city", 0.8, 0.0, 0.8)])
-    assert report(ans, toks, {}, "eos", 5).verdict == "supported"
+    assert report(ans, toks, "eos", 5).verdict == "supported"
     ans, toks = _answer([(" Lyon", 0.9, 0.0, 0.9), (" city", 0.8, 0.0, 0.8), (" Paris", 0.0, 0.0, 0.1)])
-    assert report(ans, toks, {}, "eos", 5).verdict == "partly unsupported"
+    assert report(ans, toks, "eos", 5).verdict == "partly unsupported"
     ans, toks = _answer([(" Paris", 0.0, 0.0, 0.1), (" capital", 0.0, 0.9, 0.5), (" Rome", 0.0, 0.0, 0.1)])
-    assert report(ans, toks, {}, "eos", 5).unsupported == [(0, 6), (14, 19)]  # the echo token ends a span
+    assert report(ans, toks, "eos", 5).unsupported == [(0, 6), (14, 19)]  # the echo token ends a span
     ans, toks = _answer([(" capital", 0.0, 0.9, 0.5), (".", 0.0, 0.0, 0.1)])
-    rep = report(ans, toks, {}, "eos", 5)
+    rep = report(ans, toks, "eos", 5)
     assert rep.verdict == "nothing to check" and rep.hallucination_score == pytest.approx(token_score(0, 0.9, 0.5))
-    assert report("", [], {}, "eos", 5).hallucination_score is None
+    assert report("", [], "eos", 5).hallucination_score is None
     assert answer_score([], [], [], [], "copy") is None
 
 

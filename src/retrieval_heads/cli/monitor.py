@@ -6,7 +6,8 @@
   rheads monitor evaluate runs/monbench               # recompute summary.json and tables.md of a bench run
 
 Without a subcommand it generates an answer, streaming it, then prints it with unsupported tokens in [[...]], the
-hallucination score and the verdict. Cheap checks (files, question) run before the model loads.
+hallucination score and the verdict. Cheap checks (files, question, output paths) run before the model loads; the
+rest (lengths against the model's context, counts, the score file's shape) before anything is written to --out.
 
 Left out on purpose: anything the library does not do (`retrieval_heads.monitor`).
 """
@@ -38,6 +39,17 @@ def _need_scores(a, command: str) -> str:
     return a.scores
 
 
+def _check_dest(flag: str, path: Path) -> None:
+    """An output file the command can write (checked before the model loads): not a folder, under folders."""
+    if path.is_dir():
+        raise RHeadsError(f"{flag} {path} is a folder: give a file path")
+    up = path.parent
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir():
+        raise RHeadsError(f"{flag} {path}: {up} is a file, not a folder: give a path under a folder")
+
+
 def _marked(rep) -> str:
     out, at = [], 0
     for s, e in rep.unsupported:
@@ -54,6 +66,8 @@ def cmd_generate(a) -> None:
     if not a.context:
         raise RHeadsError("rheads monitor needs --context FILE: the document the answer should come from")
     path = Path(a.context)
+    if path.is_dir():
+        raise RHeadsError(f"context file {path} is a folder: give a UTF-8 text file")
     if not path.is_file():
         raise RHeadsError(f"context file {path} does not exist: give a UTF-8 text file")
     try:
@@ -64,6 +78,11 @@ def cmd_generate(a) -> None:
         raise RHeadsError(f"context file {path} is empty: give the document the answer should come from")
     if not a.question or not a.question.strip():
         raise RHeadsError("rheads monitor needs --question TEXT: the question to answer from the context")
+    for flag, dest in (("--html", a.html), ("--json", a.json)):
+        if dest:
+            _check_dest(flag, Path(dest))
+    if a.max_new_tokens < 1:
+        raise RHeadsError(f"--max-new-tokens {a.max_new_tokens}: give the answer's token budget, a whole number >= 1")
     _, model, tok = load(a)
     mon = Monitor(model, tok, scores, threshold=a.threshold, template=a.template, chat=a.chat,
                   max_new_tokens=a.max_new_tokens)
@@ -80,6 +99,7 @@ def cmd_generate(a) -> None:
     if a.html:
         print(f"html: {write_html(a.html, rep, context, a.question, model=a.model)}")
     if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"context_file": str(path), "question": a.question, **rep.to_dict()},
                                            indent=1))
         print(f"json: {a.json}")
@@ -106,6 +126,8 @@ def cmd_bench(a) -> None:
     from ..probes.grid import parse_grid
 
     scores = _need_scores(a, "rheads monitor bench")
+    if a.random_seeds < 0:
+        raise RHeadsError(f"--random-seeds {a.random_seeds}: give a number of random head sets >= 0")
     config = BenchConfig(model=model_config(a), scores=scores, threshold=a.threshold,
                          lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
                          niah_per_cell=a.niah_per_cell, cf_per_cell=a.cf_per_cell,

@@ -5,7 +5,8 @@ Input: one JSON object per line with `context`, `question` and `answer` (strings
 error naming its line number. Output, in `out`: items.jsonl (a header, then one record per input line in input
 order: id, hallucination_score, verdict, unsupported spans, tokens and token_scores, the logit baselines on the
 same tokens (mean_logprob, min_logprob, max_entropy, mean_entropy, n_tokens) and the score variants), flushed as
-it goes (rerun the same command to resume); summary.json (counts, mean score, verdicts, config).
+it goes (rerun the same command to resume); summary.json (counts, mean score, verdicts, config). Nothing is
+written before every item's prompt is checked against the model's context.
 
 Left out on purpose: generating answers (that is `rheads monitor`) and labels (this is label-free scoring).
 """
@@ -43,6 +44,8 @@ class ScoreConfig(Config):
 def read_items(path: str | Path) -> list[dict[str, str]]:
     """Validated input items (module docstring); one-line errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise RHeadsError(f"input file {path} is a folder: give a JSONL file with context, question, answer per line")
     if not path.is_file():
         raise RHeadsError(f"input file {path} does not exist: give a JSONL file with context, question, answer per line")
     try:
@@ -68,22 +71,28 @@ def read_items(path: str | Path) -> list[dict[str, str]]:
 
 
 def score_record(ident: str, rep) -> dict[str, Any]:
-    b = rep.baselines
+    b = rep.baselines  # the stored signals (signals/): logit statistics and n_tokens
     return {"type": "item", "id": ident, "hallucination_score": rep.hallucination_score, "verdict": rep.verdict,
             "unsupported": [list(s) for s in rep.unsupported], "tokens": [t.text for t in rep.tokens],
             "token_scores": [round(t.score, 5) for t in rep.tokens],
             "sources": [t.source for t in rep.tokens],
-            **{k: b.get(k) for k in ("mean_logprob", "min_logprob", "max_entropy", "mean_entropy", "n_tokens")},
+            **b,
             "scores": rep.scores}
 
 
 def run_score(model, tokenizer, config: ScoreConfig, out: str | Path, items: list[dict] | None = None, *,
               overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Score every input item (resuming), write items.jsonl and summary.json; returns the summary."""
+    """Score every input item (resuming), write items.jsonl and summary.json; returns the summary. Every item's
+    prompt is checked (it fits the model's context) before `out` is touched."""
     items = items if items is not None else read_items(config.input)
     sha = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     mon = Monitor(model, tokenizer, config.scores, threshold=config.threshold, template=config.template,
                   chat=config.chat)
+    for it in items:  # every prompt is checked before anything is written
+        try:
+            mon.check(it["context"], it["question"], it["answer"])
+        except RHeadsError as e:
+            raise RHeadsError(f"{config.input} line {it['line']}: {e}") from None
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "model_key": model_key(model), "model": model_meta(model), "items_sha": sha}
     done, writer = open_run(out, meta, keys=("config", "model_key", "items_sha"), jsonl="items.jsonl", kind="item",

@@ -2,10 +2,15 @@
 copied it from the context, with one answer-level score and a verdict.
 
   mon = Monitor(model, tokenizer, "runs/qwen/scores.json")
-  for tok in mon.generate(context, question):      # TokenRecords as they are generated (a thread runs generate)
-      ...
-  report = mon.run(context, question)              # the same, synchronously: an AnswerReport
-  report = mon.score(context, question, answer)    # teacher-forced: one forward pass over prompt + answer
+  report = mon.score(context, question, answer)    # a given answer, teacher-forced in one forward pass
+  report = mon.run(context, question)              # the model's own answer (greedy), synchronously
+  stream = mon.generate(context, question)         # the same, streamed: a Stream, not a report
+  for tok in stream:                               #   TokenRecords as they are generated (a thread generates)
+      print(tok.text, end="")
+  report = stream.result()                         #   then the AnswerReport (waits for the end if need be)
+Every call returns (or its Stream's `result()` returns) an `AnswerReport`: `answer`, `tokens` (TokenRecords),
+`hallucination_score`, `verdict`, `unsupported` spans, `scores` and `baselines`. Leaving a stream's loop early
+stops the generation at the next step; `result()` then holds the tokens emitted so far.
 
 Signals come from the runtime's recorders in the same forward passes that produce the answer: while generating,
 a transformers streamer reads recorded row t as token t is emitted, and a logits processor keeps the step's log
@@ -14,7 +19,7 @@ random heads) whose signals ride along in each TokenRecord; the log-probabilitie
 step's logits before `min_new_tokens` masks the end tokens (after any processor the model's generation config
 adds; greedy decoding of the bundled models adds none); `baselines=True` records every head (copy flags,
 source mass, lookback ratio, previous-token attention) for RAUQ and Lookback Lens, and keeps those arrays on
-the report (`report.raw`). Scoring rules: `score.py`.
+the report (`report.raw`). Token rules: `rules.py`; scores: the signal registry (`signals/`); records: `score.py`.
 
 Left out on purpose: batches of prompts, sampling (greedy only), and stopping a generation on a bad score.
 """
@@ -29,17 +34,18 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..errors import RHeadsError
+from ..errors import ParamError
 from ..heads.masks import check_dims
 from ..heads.scores import HeadScores
 from ..models.info import eos_ids, model_dims
 from ..capture.attention import check_model
 from ..capture.controller import AttentionController
 from ..capture.decoding import new_cache
-from .baselines import logit_baselines, rauq
 from .prompt import MonitorPrompt, build_prompt
+from .recording import HeadSet, Recording
 from .score import AnswerReport, TokenRecord, make_token, report
-from .signals import HeadSet, Recording
+from .signals import PRIMARY_SET
+from .signals.rauq import rauq
 
 
 class _LogitStats:
@@ -104,6 +110,12 @@ def _common_prefix(a: str, b: str) -> str:
     return a[:n]
 
 
+def _budget(max_new_tokens: Any) -> int:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ParamError("max_new_tokens", max_new_tokens, "give the answer's token budget, a whole number >= 1")
+    return int(max_new_tokens)
+
+
 class Monitor:
     """See the module docstring. `scores`: a HeadScores or a path to scores.json of this model."""
 
@@ -118,13 +130,14 @@ class Monitor:
             source = str(scores)
             scores = HeadScores.load(scores)
         check_dims(scores, self.num_layers, self.num_heads, source=source)
+        max_new_tokens = _budget(max_new_tokens)
         heads = scores.above(threshold)
         if not heads:
-            raise RHeadsError(f"no head of {source} scores above {threshold}: pass a scores.json with retrieval heads "
-                              "or lower --threshold")
+            raise ParamError("threshold", threshold, f"no head of {source} scores above {threshold}: pass a "
+                             "scores.json with retrieval heads or lower {threshold}")
         self.scores, self.threshold, self.template, self.chat = scores, threshold, template, chat
         self.max_new_tokens, self.baselines = max_new_tokens, baselines
-        self.primary = HeadSet.scored("retrieval", heads, scores.mean())
+        self.primary = HeadSet.scored(PRIMARY_SET, heads, scores.mean())
         self.sets = [self.primary] + [HeadSet.uniform(n, hs) for n, hs in (compare or {}).items()]
         self.eos = eos_ids(model, tokenizer)
 
@@ -146,29 +159,32 @@ class Monitor:
         return make_token(t, token, text, start, decoder.text, sig[0], src, logprob, entropy, others)
 
     def _finish(self, rec: Recording, tokens: list[TokenRecord], answer: str, reason: str, keep: bool) -> AnswerReport:
-        base = logit_baselines([t.logprob for t in tokens], [t.entropy for t in tokens])
-        raw = None
+        raw, rauq_out = None, None
         if self.baselines:
             prev = rec.prev_token()  # [R, L*H]
-            base["rauq"], rauq_tok = rauq([t.logprob for t in tokens], prev, self.num_layers, self.num_heads)
+            rauq_out = rauq([t.logprob for t in tokens], prev, self.num_layers, self.num_heads)
+            rauq_tok = rauq_out[1]
             if keep:
                 steps = rec.raw[: len(tokens)]
                 raw = {k: np.stack([s[k] for s in steps]) if steps else np.zeros((0, len(rec.order)))
                        for k in ("copy", "copy_q", "mass", "lr")}
                 raw["prev"] = prev
                 raw["rauq_tokens"] = np.asarray(rauq_tok)
-        out = report(answer, tokens, base, reason, rec.prompt.n)
+        out = report(answer, tokens, reason, rec.prompt.n, rauq=rauq_out)
         out.raw = raw  # type: ignore[attr-defined]
         return out
 
     # ------------------------------------------------------------------------------ generation
+    def _limit(self, max_new_tokens: int | None) -> int:
+        return self.max_new_tokens if max_new_tokens is None else _budget(max_new_tokens)
+
     def run(self, context: str, question: str, *, max_new_tokens: int | None = None,
             min_new_tokens: int | None = None, on_token: Callable[[TokenRecord], None] | None = None,
             keep: bool = False, _cancel: _Cancel | None = None) -> AnswerReport:
         """Greedy-generate an answer with monitoring; `on_token` sees each TokenRecord as it is emitted."""
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        limit = max_new_tokens or self.max_new_tokens
+        limit = self._limit(max_new_tokens)
         prompt = self.prompt(context, question, limit)
         rec = Recording(prompt, self.sets, self.num_layers, self.num_heads, all_heads=self.baselines)
         ctl = AttentionController(recorders=rec.recorders)
@@ -208,17 +224,29 @@ class Monitor:
         return self._finish(rec, tokens, decoder.text, reason, keep)
 
     def generate(self, context: str, question: str, **kw) -> "Stream":
-        """Stream TokenRecords while generating (iterate); `.result()` gives the AnswerReport."""
+        """A `Stream` of the model's answer: iterate it for TokenRecords as they are emitted; its `.result()` is the
+        AnswerReport. Bad input (an empty context, a prompt over the model's context) raises here, not in the loop."""
         return Stream(self, context, question, kw)
 
     # ------------------------------------------------------------------------------ teacher forcing
-    def score(self, context: str, question: str, answer: str | list[int], *, keep: bool = False) -> AnswerReport:
-        """Score a given answer (text, or token ids) in one forward pass over prompt + answer."""
+    def answer_ids(self, answer: str | list[int]) -> list[int]:
+        """The token ids `score` teacher-forces for an answer (text, or token ids), end tokens left out."""
         if isinstance(answer, str):
             ids_ans = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
         else:
             ids_ans = [int(x) for x in answer]
-        ids_ans = [t for t in ids_ans if t not in set(self.eos)]
+        eos = set(self.eos)
+        return [t for t in ids_ans if t not in eos]
+
+    def check(self, context: str, question: str, answer: str | list[int] | None = None) -> MonitorPrompt:
+        """The prompt `run` (answer None: with its token budget) or `score` (the given answer) would use; raises the
+        one-line error they would raise (empty context or question, a prompt over the model's context)."""
+        n = self.max_new_tokens if answer is None else len(self.answer_ids(answer))
+        return self.prompt(context, question, n)
+
+    def score(self, context: str, question: str, answer: str | list[int], *, keep: bool = False) -> AnswerReport:
+        """Score a given answer (text, or token ids) in one forward pass over prompt + answer."""
+        ids_ans = self.answer_ids(answer)
         prompt = self.prompt(context, question, len(ids_ans))
         n, T = prompt.n, len(ids_ans)
         rec = Recording(prompt, self.sets, self.num_layers, self.num_heads, all_heads=self.baselines)
@@ -239,15 +267,16 @@ class Monitor:
 
 
 class Stream:
-    """Iterating yields TokenRecords as the model emits them; `result()` waits for and returns the AnswerReport.
-    Leaving the loop early stops the generation at the next step."""
+    """What `Monitor.generate` returns. Iterating yields TokenRecords as the model emits them; `result()` waits for
+    the generation to end and returns its AnswerReport (with or without iterating first). Leaving the loop early
+    stops the generation at the next step. Errors of the generation are raised by the loop and by `result()`."""
 
     def __init__(self, monitor: Monitor, context: str, question: str, kw: dict[str, Any]):
         self._q: queue.Queue = queue.Queue()
         self._cancel = _Cancel()
         self._report: AnswerReport | None = None
         self._error: BaseException | None = None
-        monitor.prompt(context, question, kw.get("max_new_tokens") or monitor.max_new_tokens)  # fail here, not later
+        monitor.prompt(context, question, monitor._limit(kw.get("max_new_tokens")))  # fail here, not later
 
         def work():
             try:

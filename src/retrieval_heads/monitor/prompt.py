@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from ..probes.templates import ResolvedTemplate, render_prompt, resolve_template
 from ..probes.tokens import encode, special_prefix
 
@@ -48,9 +48,15 @@ class MonitorPrompt:
 
 def _check_text(context: Any, question: Any) -> None:
     if not isinstance(context, str) or not context.strip():
-        raise RHeadsError("the context is empty: give the document the answer should come from (--context FILE)")
+        raise ParamError("context", _short(context), "the context is empty: give the document the answer should "
+                         "come from")
     if not isinstance(question, str) or not question.strip():
-        raise RHeadsError("the question is missing or empty: give the question to answer (--question TEXT)")
+        raise ParamError("question", _short(question), "the question is missing or empty: give the question to "
+                         "answer")
+
+
+def _short(value: Any) -> Any:
+    return value[:40] if isinstance(value, str) else value
 
 
 def build_prompt(tokenizer: Any, context: str, question: str, template: str | ResolvedTemplate = "default",

@@ -5,9 +5,11 @@ its variants, the other head sets, the logit baselines, RAUQ and the supervised 
 AUROC with its bootstrap 95% interval, the paired AUROC difference to the monitor, precision at 80% recall, and
 token-level AUROC. Writes summary.json, tables.md, roc.png and auroc.png.
 
-Signal names: `<head set>:<variant>` for the monitor's family (`retrieval:combined` is the monitor; head sets
-`retrieval` weighted by score, `retrieval-uniform`, `all`, `random-s<seed>`; variants in `score.VARIANTS`), the
-names of `baselines.BASELINES`, and `lookback` (SUPERVISED: in-domain out-of-fold, or trained on the other task).
+Signals: every signal of the registry (`monitor/signals/`, one module each), in their columns: `<head set>:<name>`
+for the per-head-set signals (`retrieval:combined` is the monitor; head sets `retrieval` weighted by score,
+`retrieval-uniform`, `all`, `random-s<seed>`), the name alone for the others (logit baselines, RAUQ), and
+`<name>[<setting>]` for the SUPERVISED ones (Lookback Lens: in-domain out-of-fold, or trained on the other task).
+The verdicts are `rules.verdict` on the stored signals.
 
 Left out on purpose: choosing among signals by their AUROC here (the monitor is fixed in advance; the others are
 reported, not selected).
@@ -23,79 +25,49 @@ from typing import Any
 import numpy as np
 
 from ...io.jsonl import atomic_write_json, read_jsonl
-from . import lookback as lb
-from ..baselines import BASELINES
+from ..rules import is_echo, is_unsupported, verdict
+from ..signals import MONITOR, AnswerTrace, all_signals, signal_of
+from .items import TASKS, task_of
 from .metrics import detection, paired_auroc_diff, token_detection
-from ..score import VARIANTS, answer_score, is_echo, is_unsupported, token_score
 
-MONITOR = "retrieval:combined"
-TASKS = ("niah", "counterfactual")  # the two tasks of Lookback's cross-task test and of the per-task subsets
-
-
-def task_of(kind: str) -> str:
-    """The task of an item kind: unanswerable items ask the counterfactual facts' questions, so they belong to
-    the counterfactual task (they hold only wrong answers and refusals, so they are not a task of their own)."""
-    return "niah" if kind == "niah" else "counterfactual"
+MONITOR_SETS = ("retrieval", "retrieval-uniform")  # the monitor's own heads: no baseline to beat
 
 
 def answer_signals(rec: dict) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, sig in rec["signals"].items():
-        for v in VARIANTS:
-            s = answer_score(sig["copy"], sig["copy_q"], sig["mass"], rec["content"], v)
-            out[f"{name}:{v}"] = np.nan if s is None else s
-    for name, (key, sign) in BASELINES.items():
-        val = rec["baselines"].get(key)
-        out[name] = np.nan if val is None else sign * float(val)
-    return out
+    """{column: answer-level hallucination score (NaN when undefined)} of every unsupervised signal."""
+    a = AnswerTrace.from_record(rec)
+    return {s.column(q): s.answer_score(a, q) for s in all_signals() if not s.supervised for q in s.qualifiers(a)}
 
 
 def token_signals(rec: dict) -> dict[str, list[float]]:
+    """{column: per-token hallucination scores} of every unsupervised signal that has a token level."""
+    a = AnswerTrace.from_record(rec)
     out: dict[str, list[float]] = {}
-    for name, sig in rec["signals"].items():
-        c, q, m = sig["copy"], sig["copy_q"], sig["mass"]
-        out[f"{name}:combined"] = [token_score(*x) for x in zip(c, q, m)]
-        out[f"{name}:copy"] = [1.0 - max(a, b) for a, b in zip(c, q)]
-        out[f"{name}:mass"] = [1.0 - x for x in m]
-    out["mean_logprob"] = out["min_logprob"] = [-x for x in rec["logprobs"]]
-    out["max_entropy"] = out["mean_entropy"] = list(rec["entropies"])
-    out["rauq"] = list(rec["rauq_tokens"]) or [np.nan] * len(rec["logprobs"])
+    for s in all_signals():
+        if s.supervised:
+            continue
+        for q in s.qualifiers(a):
+            vals = s.token_scores(a, q)
+            if vals is not None:
+                out[s.column(q)] = vals
     return out
 
 
-def _lookback(items: list[dict], run: Path) -> dict[str, dict[str, Any]]:
-    """Per setting ('in-domain', 'niah->counterfactual', ...): {item id: (answer score, token scores or None)}."""
-    X = np.array([r["lookback"] for r in items], dtype=float)
-    y = np.array([r["label"] for r in items])
-    kinds = np.array([task_of(r["kind"]) for r in items])
-    out: dict[str, dict[str, Any]] = {"in-domain": {}}
-    models: dict[str, list] = {}
-    for task in TASKS:  # in-domain: out-of-fold within each task
-        idx = np.where(kinds == task)[0]
-        if len(idx) < 4:
+def _supervised(labelled: list[dict], run: Path, sigs: list[dict], toks: list[dict]) -> set[str]:
+    """Fit every supervised signal on the labelled answers; add its columns to `sigs` and `toks`; their names."""
+    names: set[str] = set()
+    for sig in all_signals():
+        if not sig.supervised:
             continue
-        pred, ms = lb.out_of_fold(X[idx], y[idx], [items[i]["source"] for i in idx])
-        for j, i in enumerate(idx):
-            out["in-domain"][items[i]["id"]] = pred[j]
-            models[items[i]["id"]] = ms[j]
-    for a, b in ((TASKS[0], TASKS[1]), (TASKS[1], TASKS[0])):  # the other task
-        m = lb.fit(X[kinds == a], y[kinds == a])
-        key = f"{a}->{b}"
-        out[key] = {}
-        for i in np.where(kinds == b)[0]:
-            out[key][items[i]["id"]] = lb.predict(m, X[i:i + 1])[0]
-            models.setdefault(key + items[i]["id"], m)
-    tokens: dict[str, dict[str, list[float]]] = {k: {} for k in out}
-    for r in items:
-        path = run / "arrays" / f"{r['id']}.npz"
-        if not path.exists():
-            continue
-        feats = lb.window_features(np.load(path)["lr"])
-        for key in out:
-            m = models.get(r["id"]) if key == "in-domain" else models.get(key + r["id"])
-            if r["id"] in out[key]:
-                tokens[key][r["id"]] = list(lb.predict(m, feats))
-    return {k: {"answer": out[k], "tokens": tokens[k]} for k in out}
+        for setting, d in sig.fit_predict(labelled, run).items():
+            col = sig.column(setting)
+            names.add(col)
+            for s, t, r in zip(sigs, toks, labelled):
+                if r["id"] in d["answer"]:
+                    s[col] = d["answer"][r["id"]]
+                    if r["id"] in d["tokens"]:
+                        t[col] = d["tokens"][r["id"]]
+    return names
 
 
 def _table(items: list[dict], y: np.ndarray, sigs: list[dict[str, float]], names: list[str], diffs: bool,
@@ -134,16 +106,10 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
     if not labelled:
         atomic_write_json(run / "summary.json", summary)
         return summary
-    lookback = _lookback(labelled, run)
     sigs = [answer_signals(r) for r in labelled]
     toks = [token_signals(r) for r in labelled]
-    for key, d in lookback.items():
-        for s, t, r in zip(sigs, toks, labelled):
-            if r["id"] in d["answer"]:
-                s[f"lookback[{key}]"] = d["answer"][r["id"]]
-                if r["id"] in d["tokens"]:
-                    t[f"lookback[{key}]"] = d["tokens"][r["id"]]
-    names = sorted({k for s in sigs for k in s}, key=lambda n: (n != MONITOR, n.startswith("lookback"), n))
+    supervised = _supervised(labelled, run, sigs, toks)
+    names = sorted({k for s in sigs for k in s}, key=lambda n: (n != MONITOR, n in supervised, n))
     subsets = {"all": lambda r: True, **{k: (lambda r, k=k: task_of(r["kind"]) == k) for k in TASKS},
                "strict": lambda r: r["judge"]["class"] in ("correct", "hallucinated")}
     if any(r["kind"] == "unanswerable" for r in labelled):
@@ -162,7 +128,7 @@ def evaluate_run(run: str | Path) -> dict[str, Any]:
     deg = [r for r in records if r["label"] is not None or r["judge"]["class"] == "degenerate"]
     y = np.array([1 if r["label"] is None else r["label"] for r in deg])
     dsigs = [answer_signals(r) for r in deg]
-    summary["subsets"]["all+degenerate"] = _table(deg, y, dsigs, [n for n in names if not n.startswith("lookback")],
+    summary["subsets"]["all+degenerate"] = _table(deg, y, dsigs, [n for n in names if n not in supervised],
                                                   True, None)
     summary["goals"] = _goals(summary["subsets"])
     summary["flags"] = _flags(records)
@@ -209,10 +175,12 @@ def _goals(subsets: dict[str, dict]) -> dict[str, Any]:
         t = subsets.get(sub)
         if not t or t[MONITOR]["auroc"] is None:
             continue
-        base = {n: r["monitor_minus"] for n, r in t.items() if "monitor_minus" in r and not n.startswith("lookback")
-                and not n.startswith("retrieval")}
+        kinds = {n: signal_of(n) for n in t}
+        sup = {n for n, k in kinds.items() if k is not None and k[0].supervised}
+        own = {n for n, k in kinds.items() if k is not None and k[0].per_head_set and k[1] in MONITOR_SETS}
+        base = {n: r["monitor_minus"] for n, r in t.items() if "monitor_minus" in r and n not in sup | own}
         closest = min((b for b in base.items() if b[1]["diff"] is not None), key=lambda b: b[1]["diff"], default=None)
-        look = {n: r["monitor_minus"] for n, r in t.items() if n.startswith("lookback") and "monitor_minus" in r}
+        look = {n: r["monitor_minus"] for n, r in t.items() if n in sup and "monitor_minus" in r}
         out[sub] = {"auroc": t[MONITOR]["auroc"], "auroc_ci": t[MONITOR]["auroc_ci"],
                     "closest_unsupervised": closest and {"name": closest[0], **closest[1]},
                     "minus_lookback": look}
@@ -220,7 +188,7 @@ def _goals(subsets: dict[str, dict]) -> dict[str, Any]:
 
 
 def _flags(records: list[dict]) -> dict[str, Any]:
-    """The per-token unsupported flag and the verdict (score.py's rules, recomputed from the stored signals) against
+    """The per-token unsupported flag and the verdict (`rules.py`, recomputed from the stored signals) against
     the labels: token precision and recall of the flag, and verdicts by label."""
     tp = fp = fn = 0
     verdicts: dict[str, Counter] = {}
@@ -233,9 +201,7 @@ def _flags(records: list[dict]) -> dict[str, Any]:
                 tp += f and lab == 1
                 fp += f and lab == 0
                 fn += (not f) and lab == 1
-        keep = [f for f, ct, e in zip(flag, r["content"], echo) if ct and not e]
-        v = "nothing to check" if not keep else ("supported" if not any(keep) else (
-            "partly unsupported" if sum(keep) < 0.5 * len(keep) else "unsupported"))
+        v = verdict(r["content"], echo, flag)
         verdicts.setdefault(v, Counter())[{0: "right", 1: "wrong", None: "unlabelled"}[r["label"]]] += 1
     return {"token_precision": round(tp / (tp + fp), 4) if tp + fp else None,
             "token_recall": round(tp / (tp + fn), 4) if tp + fn else None, "tp": tp, "fp": fp, "fn": fn,

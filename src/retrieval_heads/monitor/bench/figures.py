@@ -12,8 +12,9 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from ...viz.common import pyplot, save_figure
+from ..signals import MONITOR, is_supervised
 
-ROC_SIGNALS = ("retrieval:combined", "retrieval:copy", "all:combined", "random-s0:combined", "mean_logprob",
+ROC_SIGNALS = (MONITOR, "retrieval:copy", "all:combined", "random-s0:combined", "mean_logprob",
                "max_entropy", "rauq", "lookback[in-domain]")
 
 
@@ -27,8 +28,8 @@ def roc_figure(y: np.ndarray, sigs: list[dict[str, float]], path: str | Path, ti
             continue
         fpr, tpr, _ = roc_curve(y[keep], s[keep])
         auc = np.trapezoid(tpr, fpr)
-        style = dict(lw=2.4, color="C3") if name == "retrieval:combined" else dict(lw=1.2)
-        sup = " (SUPERVISED)" if name.startswith("lookback") else ""
+        style = dict(lw=2.4, color="C3") if name == MONITOR else dict(lw=1.2)
+        sup = " (SUPERVISED)" if is_supervised(name) else ""
         ax.plot(fpr, tpr, label=f"{name}{sup}: {auc:.3f} (n={int(keep.sum())})", **style)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
     ax.set_xlabel("false positive rate (right answers flagged)")
@@ -53,7 +54,7 @@ def auroc_figure(subsets: dict[str, dict[str, dict]], path: str | Path, title: s
             if not r or r.get("auroc") is None:
                 continue
             lo, hi = r["auroc_ci"]
-            color = "C3" if name == "retrieval:combined" else ("C2" if name.startswith("lookback") else "C0")
+            color = "C3" if name == MONITOR else ("C2" if is_supervised(name) else "C0")
             ax.errorbar(r["auroc"], i, xerr=[[r["auroc"] - lo], [hi - r["auroc"]]], fmt="o", color=color, ms=4,
                         capsize=2)
         ax.axvline(0.5, ls=":", color="grey", lw=1)

@@ -36,12 +36,19 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from ...errors import RHeadsError
+from ...errors import ParamError, RHeadsError
 from ...probes.build import build_probe
 from ...probes.needles import Needle, get_needles
-from ..score import STOPWORDS, word_flags
+from ..rules import STOPWORDS, word_flags
 
 KINDS = ("niah", "counterfactual", "unanswerable")
+TASKS = ("niah", "counterfactual")  # the two tasks of Lookback's cross-task test and of the per-task subsets
+
+
+def task_of(kind: str) -> str:
+    """The task of an item kind: unanswerable items ask the counterfactual facts' questions, so they belong to
+    the counterfactual task (they hold only wrong answers and refusals, so they are not a task of their own)."""
+    return "niah" if kind == "niah" else "counterfactual"
 
 
 @dataclass(frozen=True)
@@ -66,15 +73,22 @@ def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_
          unanswerable_per_cell: int = 0, needles: str = "eval", seed: int = 42,
          limit: int | None = None) -> list[BenchItem]:
     """Every (source, length) with `*_per_cell` depths each (rotating through `depths`), in a seeded order."""
-    if not lengths or not depths:
-        raise RHeadsError("the benchmark needs at least one length and one depth")
-    counts = {"niah": niah_per_cell, "cf": cf_per_cell, "unanswerable": unanswerable_per_cell}
-    bad = [f"--{k}-per-cell {v}" for k, v in counts.items() if v < 0]
-    if bad or not any(counts.values()):
-        raise RHeadsError(f"bad {', '.join(bad) or '--*-per-cell counts (all 0)'}: give counts >= 0, at least one "
-                          "above 0")
-    if limit is not None and limit < 1:
-        raise RHeadsError(f"bad --limit {limit}: give a number of items >= 1, or leave it out for all")
+    if not lengths:
+        raise ParamError("lengths", lengths, "the benchmark needs at least one length")
+    if not depths:
+        raise ParamError("depths", depths, "the benchmark needs at least one depth")
+    bad = [d for d in depths if not 0 <= d <= 100]
+    if bad:
+        raise ParamError("depths", depths, "depths are percent of the context, 0 to 100")
+    counts = {"niah_per_cell": niah_per_cell, "cf_per_cell": cf_per_cell, "unanswerable_per_cell": unanswerable_per_cell}
+    for k, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ParamError(k, v, "give a whole number of depths per cell, >= 0")
+    if not any(counts.values()):
+        raise ParamError("niah_per_cell", niah_per_cell, "every per-cell count is 0: give at least one above 0 "
+                         "({cf_per_cell}, {unanswerable_per_cell})")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ParamError("limit", limit, "give a number of items >= 1, or leave it out for all")
     items: list[BenchItem] = []
     for i, nd in enumerate(get_needles(needles)):
         for li, length in enumerate(lengths):

@@ -1,5 +1,5 @@
 """The labelled benchmark: the model answers every item with monitoring on, the judge labels the answers, and
-`evaluate.py` compares the monitor with the baselines on those very answers.
+`evaluation.py` compares the monitor with the baselines on those very answers.
 
 `run_bench(model, tokenizer, config, out)` writes, in `out`:
 - config.json: the `BenchConfig`, the model, the head sets;
@@ -9,7 +9,8 @@
   non-retrieval heads), log-probabilities, entropies, RAUQ's per-token values, the token labels; per answer
   the monitor's report, the baselines and the Lookback Lens features (each head's mean lookback ratio);
 - arrays/<id>.npz: per token and head, what the supervised comparator needs at token level (lookback ratios);
-- summary.json and tables.md (`evaluate.py`).
+- summary.json and tables.md (`evaluation.py`).
+Every setting is checked before `out` is touched (`prepare`): a bad run writes nothing.
 All of it comes from the one generation that produced the answer: the monitor records every head while the
 answer is generated, and the logit baselines read that generation's logits.
 
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...config import Config, ModelConfig
+from ...errors import ParamError
 from ...heads.masks import check_dims, select_heads
 from ...heads.scores import HeadScores
 from ...io.rundir import open_run
@@ -36,6 +38,7 @@ from ...scoring.judge import judge
 from ...version import FORMAT_VERSION, __version__
 from .items import BenchItem, label_of, materialize, plan, token_labels
 from ..monitor import Monitor
+from ..signals import PRIMARY_SET
 
 
 @dataclass
@@ -104,27 +107,58 @@ def item_record(item: BenchItem, rep, seconds: float) -> dict[str, Any]:
     }
 
 
-def run_bench(model, tokenizer, config: BenchConfig, out: str | Path, *, overwrite: bool = False,
-              progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the benchmark; returns the summary of `evaluate.evaluate_run` (also in out/summary.json)."""
-    out = Path(out)
+def _check_lengths(config: BenchConfig, items: list[BenchItem], max_ctx: int | None) -> None:
+    """The lengths are token counts, and those of the planned items (all, or the first `limit`) fit the model."""
+    bad = [n for n in config.lengths if isinstance(n, bool) or not isinstance(n, int) or n < 1]
+    if bad or not config.lengths:
+        raise ParamError("lengths", config.lengths, "prompt lengths are whole numbers of tokens >= 1")
+    room = (max_ctx or 0) - config.max_new_tokens
+    over = sorted({it.length for it in items if max_ctx and it.length > room})
+    if over:
+        raise ParamError("lengths", config.lengths, f"a prompt of {over[0]} tokens and an answer of up to "
+                         f"{config.max_new_tokens} ({{max_new_tokens}}) do not fit the model's context of {max_ctx} "
+                         f"tokens: use lengths up to {room}")
+
+
+def prepare(model, tokenizer, config: BenchConfig) -> tuple[list[BenchItem], Monitor, str, dict[str, Any]]:
+    """Everything a run needs, checked before anything is written: (items, monitor, haystack text, meta). Raises
+    the one-line error of the first bad setting (lengths against the model's context, counts, the score file's
+    shape, the heads above the threshold, the haystack, an item too long for its length)."""
     L, H, max_ctx = model_dims(model)
     scores = HeadScores.load(config.scores)
     check_dims(scores, L, H, source=config.scores)
     sets = head_sets(scores, config.threshold, L, H, config.random_seeds)
+    mon = Monitor(model, tokenizer, scores, threshold=config.threshold, template=config.template, chat=config.chat,
+                  max_new_tokens=config.max_new_tokens, compare=sets, baselines=True)
     items = plan(config.lengths, config.depths, niah_per_cell=config.niah_per_cell, cf_per_cell=config.cf_per_cell,
                  unanswerable_per_cell=config.unanswerable_per_cell, needles=config.needles, seed=config.seed,
                  limit=config.limit)
+    _check_lengths(config, items, max_ctx)
+    haystack = get_haystack(config.haystack)
+    shortest: dict[tuple[str, str], BenchItem] = {}  # per source its shortest item: the one a length may not fit
+    for it in items:
+        key = (it.kind, it.source)
+        if key not in shortest or it.length < shortest[key].length:
+            shortest[key] = it
+    for it in shortest.values():
+        mon.check(materialize(it, tokenizer, haystack, config.template, config.chat, max_ctx or None), it.question)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "model_key": model_key(model),
             "model": model_meta(model), "items": len(items),
-            "head_sets": {"retrieval": [f"{l}-{h}" for l, h in scores.above(config.threshold)],
+            "head_sets": {PRIMARY_SET: [f"{l}-{h}" for l, h in scores.above(config.threshold)],
                           **{k: [f"{l}-{h}" for l, h in v] for k, v in sets.items() if k != "all"}}}
+    return items, mon, haystack, meta
+
+
+def run_bench(model, tokenizer, config: BenchConfig, out: str | Path, *, overwrite: bool = False,
+              progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the benchmark; returns the summary of `evaluation.evaluate_run` (also in out/summary.json).
+    Every setting is checked (`prepare`) before `out` is touched."""
+    out = Path(out)
+    items, mon, haystack, meta = prepare(model, tokenizer, config)
+    max_ctx = mon.max_context
     done, writer = open_run(out, meta, keys=("config", "model_key"), jsonl="items.jsonl", kind="item",
                             defaults={"config": config.defaults()}, overwrite=overwrite)
     (out / "arrays").mkdir(exist_ok=True)
-    mon = Monitor(model, tokenizer, scores, threshold=config.threshold, template=config.template, chat=config.chat,
-                  max_new_tokens=config.max_new_tokens, compare=sets, baselines=True)
-    haystack = get_haystack(config.haystack)
     todo = [it for it in items if it.id not in done]
     with writer:
         for item in tqdm(todo, desc="monitor bench", disable=not progress, initial=len(items) - len(todo),

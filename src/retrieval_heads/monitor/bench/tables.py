@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..signals import is_supervised
 from .metrics import MIN_PER_CLASS
 
 MAIN = ("all", "niah", "counterfactual", "answerable", "strict", "all+degenerate")
@@ -24,7 +25,7 @@ def _ci(row: dict | None, key: str = "auroc", ci: str = "auroc_ci") -> str:
 
 
 def _kind(name: str) -> str:
-    return "SUPERVISED" if name.startswith("lookback") else "unsupervised"
+    return "SUPERVISED" if is_supervised(name) else "unsupervised"
 
 
 def subset_table(rows: dict[str, dict]) -> list[str]:

@@ -1,0 +1,24 @@
+"""`max_entropy`, a logit baseline: the highest entropy of the next-token distributions that emitted the answer
+(higher = less certain); per token, the entropy of its step.
+
+Left out on purpose: entropies over a subset of the vocabulary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import AnswerTrace, Signal, register_signal
+
+
+@register_signal
+class MaxEntropy(Signal):
+    name = "max_entropy"
+    stat = "max_entropy"
+    order = 12
+
+    def value(self, a: AnswerTrace, qualifier: str | None = None) -> float | None:
+        return float(np.max(a.entropies)) if len(a.entropies) else None
+
+    def token_values(self, a: AnswerTrace, qualifier: str | None = None) -> list[float]:
+        return list(a.entropies)
