@@ -13,8 +13,8 @@ The package follows the pipeline, one folder a stage (imports flow downward only
     io/           JSONL and JSON files that survive a kill, run directories that resume
     cli/          the `rheads` command
 
-Library entry points: `load_model`, `detect`, `HeadScores`, and the configs. Heavy modules load lazily so
-that `rheads --help` stays fast.
+Library entry points: `load_model`, `detect`, `HeadScores`, `RetrievalHeadCache`, and the configs. Heavy
+modules load lazily so that `rheads --help` stays fast.
 """
 
 from .config import DetectConfig, ModelConfig, ProbeConfig
@@ -22,8 +22,8 @@ from .errors import RHeadsError
 from .heads.scores import HeadScores
 from .version import __version__
 
-__all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsError", "__version__", "detect",
-           "load_model"]
+__all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsError", "RetrievalHeadCache",
+           "__version__", "detect", "load_model"]
 
 
 def __getattr__(name):
@@ -35,4 +35,8 @@ def __getattr__(name):
         from .models.loading import load_model
 
         return load_model
+    if name == "RetrievalHeadCache":
+        from .kvcache.cache import RetrievalHeadCache
+
+        return RetrievalHeadCache
     raise AttributeError(name)

@@ -17,9 +17,12 @@ from retrieval_heads.capture.attention import use_rheads
 from retrieval_heads.capture.controller import AttentionController
 from retrieval_heads.kvcache.cache import (RetrievalHeadCache, RetrievalHeadLayer, build_cache, cache_bytes,
                                              expected_bytes, full_cache_bytes, prefill_chunking)
-from retrieval_heads.kvcache.policy import (POLICIES, FullPolicy, RandomPolicy, RetrievalPolicy, StreamingPolicy,
-                                              make_policy)
+from retrieval_heads.kvcache import make_policy, policy_names
 from retrieval_heads.kvcache.factory import CacheFactory
+from retrieval_heads.kvcache.policies.full import FullPolicy
+from retrieval_heads.kvcache.policies.random import RandomPolicy
+from retrieval_heads.kvcache.policies.retrieval import RetrievalPolicy
+from retrieval_heads.kvcache.policies.streaming import StreamingPolicy
 from tiny import COMMON, FAMILIES, tiny_model
 
 FAMS = list(FAMILIES) + ["mistral-full"]  # Mistral without a sliding window: MHA with every layer compressible
@@ -224,7 +227,7 @@ def test_policies():
     assert isinstance(build_cache(FullPolicy(), model), DynamicCache)
     assert not isinstance(build_cache(FullPolicy(), model), RetrievalHeadCache)
     assert isinstance(build_cache(StreamingPolicy(), model), RetrievalHeadCache)
-    assert set(POLICIES) == {"full", "retrieval", "random", "streaming"}
+    assert set(policy_names()) == {"full", "retrieval", "random", "streaming"}
     assert make_policy("random", m, seed=2).describe(model)["full_kv_heads"] == int(ret.sum())
 
 

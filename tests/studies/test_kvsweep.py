@@ -21,7 +21,9 @@ from retrieval_heads.io.jsonl import read_jsonl
 from retrieval_heads.probes.needles import get_needles
 from retrieval_heads.capture.attention import use_rheads
 from retrieval_heads.kvcache.cache import expected_bytes, full_cache_bytes
-from retrieval_heads.kvcache.policy import RandomPolicy, RetrievalPolicy
+from retrieval_heads.kvcache.config import KVConfig
+from retrieval_heads.kvcache.policies.random import RandomPolicy
+from retrieval_heads.kvcache.policies.retrieval import RetrievalPolicy
 from tiny import COMMON, bpe_tokenizer, word_haystack
 
 HAYSTACK = word_haystack(200)
@@ -78,7 +80,7 @@ def _samples(out: Path) -> list[dict]:
 def test_niah_records_kv_bytes(model, tok, haystack_file, scores_file, tmp_path):
     full = run_niah(model, tok, _config(haystack_file), tmp_path / "full", progress=False)
     assert full["kv_policy"] == "full" and full["kv_bytes"] == full["kv_bytes_full"] > 0
-    cfg = _config(haystack_file, kv="retrieval", scores=scores_file, kv_sink=2, kv_recent=16)
+    cfg = _config(haystack_file, kv=KVConfig(policy="retrieval", sink=2, recent=16), scores=scores_file)
     ret = run_niah(model, tok, cfg, tmp_path / "ret", progress=False)
     assert ret["kv_policy"] == "retrieval" and ret["kv_recent"] == 16 and "mean_score" in ret
     assert ret["kv_bytes_full"] == full["kv_bytes_full"] and ret["kv_bytes"] < ret["kv_bytes_full"]
@@ -99,8 +101,8 @@ def test_niah_records_kv_bytes(model, tok, haystack_file, scores_file, tmp_path)
 def test_niah_with_a_covering_window_answers_as_the_full_cache(model, tok, haystack_file, scores_file, tmp_path):
     run_niah(model, tok, _config(haystack_file), tmp_path / "full", progress=False)
     for kv in ("retrieval", "streaming"):
-        cfg = _config(haystack_file, kv=kv, scores=scores_file, kv_sink=4, kv_recent=300, prefill_chunk=50,
-                      kv_prefill="window")
+        cfg = _config(haystack_file, kv=KVConfig(policy=kv, sink=4, recent=300, prefill_chunk=50, prefill="window"),
+                      scores=scores_file)
         run_niah(model, tok, cfg, tmp_path / kv, progress=False)
         got, want = _samples(tmp_path / kv), _samples(tmp_path / "full")
         assert [r["response"] for r in got] == [r["response"] for r in want]
@@ -112,8 +114,7 @@ def test_old_run_dirs_resume_as_the_full_cache(model, tok, haystack_file, tmp_pa
     out = tmp_path / "old"
     run_niah(model, tok, _config(haystack_file), out, progress=False)
     meta = json.loads((out / "config.json").read_text())
-    for k in ("kv", "kv_sink", "kv_recent", "kv_threshold", "kv_top", "kv_seed", "prefill_chunk"):
-        del meta["config"][k]
+    del meta["config"]["kv"]
     (out / "config.json").write_text(json.dumps(meta))
     lines = (out / "samples.jsonl").read_text().splitlines()
     old = [lines[0]] + [json.dumps({k: v for k, v in json.loads(l).items() if not k.startswith("kv_")})
@@ -122,24 +123,26 @@ def test_old_run_dirs_resume_as_the_full_cache(model, tok, haystack_file, tmp_pa
     summary = run_niah(model, tok, _config(haystack_file), out, progress=False)
     assert summary["n_samples"] == 6 and summary["kv_bytes"] == summary["kv_bytes_full"] > 0
     with pytest.raises(RHeadsError, match="different config"):
-        run_niah(model, tok, _config(haystack_file, kv="streaming"), out, progress=False)
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="streaming")), out, progress=False)
 
 
 def test_niah_kv_errors(model, tok, haystack_file, scores_file, tmp_path):
     with pytest.raises(RHeadsError, match="ablation needs the full cache"):
-        run_niah(model, tok, _config(haystack_file, kv="retrieval", scores=scores_file, mask="heads:0-0"), tmp_path,
-                 progress=False)
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="retrieval"), scores=scores_file,
+                                     mask="heads:0-0"), tmp_path, progress=False)
     with pytest.raises(RHeadsError, match="needs retrieval scores"):
-        run_niah(model, tok, _config(haystack_file, kv="random"), tmp_path, progress=False)
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="random")), tmp_path, progress=False)
     bad = tmp_path / "other.json"
     HeadScores(5, 4, {(l, h): [0.2] for l in range(5) for h in range(4)}).save(bad)
     with pytest.raises(RHeadsError, match="5 layers x 4 heads but the model has 3 x 4"):
-        run_niah(model, tok, _config(haystack_file, kv="retrieval", scores=str(bad)), tmp_path / "x", progress=False)
-    with pytest.raises(RHeadsError, match="sink"):
-        run_niah(model, tok, _config(haystack_file, kv="streaming", kv_sink=0, kv_recent=0), tmp_path / "y",
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="retrieval"), scores=str(bad)), tmp_path / "x",
                  progress=False)
-    with pytest.raises(RHeadsError, match="--kv-prefill window"):
-        run_niah(model, tok, _config(haystack_file, kv="streaming", prefill_chunk=64), tmp_path / "y", progress=False)
+    with pytest.raises(RHeadsError, match="sink"):
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="streaming", sink=0, recent=0)), tmp_path / "y",
+                 progress=False)
+    with pytest.raises(RHeadsError, match="kv.prefill window"):
+        run_niah(model, tok, _config(haystack_file, kv=KVConfig(policy="streaming", prefill_chunk=64)), tmp_path / "y",
+                 progress=False)
     with pytest.raises(RHeadsError, match="lengths_only"):
         run_niah(model, tok, _config(haystack_file, lengths_only=[999]), tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
@@ -160,11 +163,11 @@ def test_matched_recent_is_the_smallest_window_with_the_budget(model, scores_fil
 
 def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
     cfg = KVSweepConfig(model=ModelConfig(model="tiny-llama"), probe=_probe(haystack_file, (160, 220), (50,)),
-                        scores=scores_file, recent=[16, 8], sink=2, max_new_tokens=4)
+                        scores=scores_file, recent_windows=[16, 8], kv=KVConfig(sink=2), max_new_tokens=4)
     names = [a.name for a in plan_arms(cfg, model)]
     assert names == ["full", "retrieval-r16", "random-r16", "streaming-r16", "streaming-matched-r16",
                      "retrieval-r8", "random-r8", "streaming-r8", "streaming-matched-r8"]
-    cfg.recent = [8]  # run one window (the plan above covers the order of several)
+    cfg.recent_windows = [8]  # run one window (the plan above covers the order of several)
     out = tmp_path / "sweep"
     summary = run_kv_sweep(model, tok, cfg, out, progress=False)
     assert summary["missing"] == []
@@ -216,12 +219,13 @@ def test_cli_parsers_and_one_line_errors(capsys):
     a = build_parser().parse_args(["niah", "--kv", "retrieval", "--scores", "s.json", "--sink", "2", "--recent", "64",
                                    "--kv-top", "20", "--prefill-chunk", "512"])
     assert (a.kv, a.sink, a.recent, a.kv_top, a.prefill_chunk) == ("retrieval", 2, 64, 20, 512)
-    a = build_parser().parse_args(["kv-sweep", "--scores", "s.json", "--recent", "64,128"])
-    assert a.recent == "64,128" and a.lengths == "2000,4000,8000"
+    a = build_parser().parse_args(["kv-sweep", "--scores", "s.json", "--recent-windows", "64,128"])
+    assert a.recent_windows == "64,128" and a.lengths == "2000,4000,8000"
     for argv, what in ((["niah", "--kv", "streaming", "--sink", "0", "--recent", "0"], "sink + recent >= 1"),
                        (["niah", "--kv", "retrieval"], "needs --scores"),
-                       (["kv-sweep", "--scores", "s.json", "--recent", "64,x"], "bad --recent"),
-                       (["kv-sweep", "--scores", "s.json", "--policies", "full,lru"], "bad --policies")):
+                       (["kv-sweep", "--scores", "s.json", "--recent-windows", "64,x"], "bad --recent-windows"),
+                       (["kv-sweep", "--scores", "s.json", "--policies", "full,lru"],
+                        "--policies lru: unknown KV policy")):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert what in err and err.count("\n") == 1

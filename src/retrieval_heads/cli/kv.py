@@ -1,32 +1,47 @@
-"""The `rheads kv-sweep` subcommand, and the KV-cache flags `rheads niah` shares (`add_kv_args`, `kv_kwargs`).
+"""The `rheads kv-sweep` subcommand, and the KV-cache flags `rheads niah` shares (`add_kv_args`, `kv_config`).
 
   rheads niah --model qwen2.5-coder-0.5b --kv retrieval --scores runs/qwen/scores.json --sink 4 --recent 256 \\
       --out runs/kv-qwen
-  rheads kv-sweep --model smollm2-135m --scores runs/smollm2/scores.json --recent 64,128,256 \\
+  rheads kv-sweep --model smollm2-135m --scores runs/smollm2/scores.json --recent-windows 64,128,256 \\
       --lengths 2000,4000,8000 --out runs/kv-sweep
 
-Window and policy flags are checked before the model loads (one-line errors).
+The policy choices (`--kv`, `--policies`) are the registry's (`kvcache.policy_names()`, read when the parser is
+built, so a policy registered before that is offered). The flags only map to a `KVConfig`; the library checks
+it (`KVConfig.validate`, `KVSweepConfig.validate`) before the model loads, and its errors name these flags
+through `flags.py`.
 
-Left out on purpose: anything the library does not do; the handlers load the model once and print a table.
+Left out on purpose: any check of its own, and anything the library does not do; the handlers load the model
+once and print a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from ..config import ModelConfig
 from ..errors import RHeadsError
+from ..kvcache.config import PREFILL_MODES, KVConfig
+from ..kvcache.registry import get_policy_class, policy_names
 from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan
 
-POLICY_NAMES = ("full", "retrieval", "random", "streaming")  # runtime/kvpolicy.POLICIES, without importing torch
+SAVES = ("A compressing policy saves memory from the first decoding step on (with --kv-prefill full the prefill "
+         "still attends, and projects, the whole prompt); with --kv-prefill window and --prefill-chunk it saves "
+         "in prefill too.")
+
+
+def policy_help() -> str:
+    """Each registered policy's one line, and where the compressing ones save memory."""
+    lines = [f"{n}: {get_policy_class(n).help}" + (" (needs --scores)" if get_policy_class(n).needs_scores else "")
+             for n in policy_names()]
+    return "KV cache policy: " + "; ".join(lines) + ". " + SAVES
 
 
 def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
-    """--kv (not for the sweep), --sink, --recent, --kv-threshold, --kv-top, --kv-seed, --prefill-chunk."""
+    """--kv and --recent (not for the sweep), --sink, --kv-threshold, --kv-top, --kv-seed, --kv-prefill,
+    --prefill-chunk."""
     if not sweep:
-        p.add_argument("--kv", default="full", choices=POLICY_NAMES,
-                       help="KV cache: full; retrieval (KV heads holding a retrieval head keep everything, the others "
-                       "sink + recent tokens; needs --scores); random (as many random KV heads full); streaming (every "
-                       "head sink + recent)")
+        p.add_argument("--kv", default="full", choices=policy_names(), help=policy_help() + " (default: full)")
         p.add_argument("--recent", type=int, default=256,
                        help="recent tokens a compressed KV head keeps (default: 256)")
     p.add_argument("--sink", type=int, default=4, help="first tokens a compressed KV head keeps (default: 4)")
@@ -36,34 +51,24 @@ def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    help="K > 0: the top K query heads by score are the retrieval heads instead (default: 0)")
     p.add_argument("--kv-seed", type=int, default=0, help="seed of the random policy's draw (default: 0)")
     p.add_argument("--prefill-chunk", type=int, default=0,
-                   help="prefill this many tokens per forward to lower the prefill's peak memory (0: all at once; "
-                   "needs --kv-prefill window)")
-    p.add_argument("--kv-prefill", default="full", choices=["full", "window"],
-                   help="what compressed KV heads see during prefill: full (everything, then they keep sink + recent) "
-                   "or window (sink + recent already in prefill, StreamingLLM/DuoAttention) (default: full)")
+                   help="prefill this many tokens per forward, which lowers the prefill's peak memory (0: all at "
+                   "once; needs --kv-prefill window with a compressing policy)")
+    p.add_argument("--kv-prefill", default="full", choices=list(PREFILL_MODES),
+                   help="what compressed KV heads see during prefill: full (everything, then they keep sink + recent: "
+                   "memory is saved in decoding) or window (sink + recent already in prefill, StreamingLLM/"
+                   "DuoAttention: with --prefill-chunk, memory is saved in prefill too) (default: full)")
 
 
-def _check(a, recents: list[int]) -> None:
-    for r in recents:
-        if a.sink < 0 or r < 0 or a.sink + r < 1:
-            raise RHeadsError(f"--sink {a.sink} and --recent {r}: both must be >= 0 and sink + recent >= 1 "
-                              "(e.g. --sink 4 --recent 256)")
-    if a.prefill_chunk < 0:
-        raise RHeadsError(f"--prefill-chunk {a.prefill_chunk}: use a positive number of tokens, or 0 for no chunking")
-    if a.prefill_chunk and a.kv_prefill == "full" and getattr(a, "kv", "retrieval") != "full":
-        raise RHeadsError("--prefill-chunk with --kv-prefill full: a chunk cannot attend to the tokens the cache "
-                          "already dropped; add --kv-prefill window, or drop --prefill-chunk")
-    if a.kv_top < 0:
-        raise RHeadsError(f"--kv-top {a.kv_top}: use a number of query heads >= 1, or 0 to use --kv-threshold")
+def kv_config(a, recent: int | None = None) -> KVConfig:
+    """The `KVConfig` of the flags of `add_kv_args` (unchecked)."""
+    return KVConfig(policy=getattr(a, "kv", "full"), sink=a.sink, recent=a.recent if recent is None else recent,
+                    threshold=a.kv_threshold, top=a.kv_top, seed=a.kv_seed, prefill=a.kv_prefill,
+                    prefill_chunk=a.prefill_chunk)
 
 
 def kv_kwargs(a) -> dict:
-    """NiahConfig fields from the flags of `add_kv_args` (checked before any model loads)."""
-    _check(a, [a.recent])
-    if a.kv in ("retrieval", "random") and not a.scores:
-        raise RHeadsError(f"--kv {a.kv} needs --scores: a scores.json from `rheads detect` on this model")
-    return dict(kv=a.kv, kv_sink=a.sink, kv_recent=a.recent, kv_threshold=a.kv_threshold, kv_top=a.kv_top,
-                kv_seed=a.kv_seed, prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill)
+    """NiahConfig fields from the flags of `add_kv_args`, validated by the library before any model loads."""
+    return {"kv": kv_config(a).validate(a.scores)}
 
 
 def kv_line(summary: dict) -> str:
@@ -71,54 +76,44 @@ def kv_line(summary: dict) -> str:
     held, full = summary.get("kv_bytes"), summary.get("kv_bytes_full")
     if not held or not full:
         return f"KV cache: {summary.get('kv_policy', 'full')}"
-    extra = "" if summary.get("kv_policy") == "full" else \
+    extra = "" if "kv_sink" not in summary else \
         f" (sink {summary['kv_sink']}, recent {summary['kv_recent']}, {summary['kv_prefill']} prefill)"
     return (f"KV cache: {summary['kv_policy']}{extra}: held at most {held / 2**20:.1f} MiB against "
             f"{full / 2**20:.1f} MiB for the full cache; {100 * summary['kv_share']:.1f}% kept on average")
 
 
-def _recents(spec: str) -> list[int]:
+def _windows(spec: str) -> list[int]:
     try:
-        out = [int(x) for x in spec.split(",") if x.strip()]
+        return [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        out = []
-    if not out:
-        raise RHeadsError(f"bad --recent {spec!r}: write a comma list of windows, e.g. 64,128,256")
-    return out
+        raise RHeadsError(f"bad --recent-windows {spec!r}: write a comma list of windows, e.g. 64,128,256") from None
 
 
 def cmd_kv_sweep(a) -> None:
     from ..studies.kvsweep import KVSweepConfig, format_table, run_kv_sweep
 
-    recents = _recents(a.recent)
-    _check(a, recents)
-    policies = parse_list(a.policies) or []
-    bad = [p for p in policies if p not in POLICY_NAMES]
-    if bad or not policies:
-        raise RHeadsError(f"bad --policies {a.policies!r}: a comma list of {', '.join(POLICY_NAMES)}")
-    if not a.scores and (set(policies) & {"retrieval", "random"} or not a.no_matched):
-        raise RHeadsError("kv-sweep needs --scores: a scores.json from `rheads detect` on this model")
+    config = KVSweepConfig(model=ModelConfig(), probe=probe_config(a), scores=a.scores,
+                           policies=parse_list(a.policies) or [], recent_windows=_windows(a.recent_windows),
+                           matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
+                           max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop)).validate()  # before the load
     mc, model, tokenizer = load(a)
-    config = KVSweepConfig(model=mc, probe=probe_config(a, seed=a.needle_seed), scores=a.scores, policies=policies,
-                           sink=a.sink, recent=recents, matched_streaming=not a.no_matched,
-                           kv_threshold=a.kv_threshold, kv_top=a.kv_top, kv_seed=a.kv_seed,
-                           prefill_chunk=a.prefill_chunk, kv_prefill=a.kv_prefill, max_new_tokens=a.max_new_tokens,
-                           stop=parse_list(a.stop))
-    run_plan(run_kv_sweep, model, tokenizer, config, a, format_table,
+    run_plan(run_kv_sweep, model, tokenizer, dataclasses.replace(config, model=mc), a, format_table,
              "summary.json, budget.png, heatmaps.png, one NIAH run dir per arm")
 
 
 def add_parsers(sub) -> None:
     """Add `kv-sweep` to an argparse subparsers object (cli.py's `sub`)."""
     p = sub.add_parser("kv-sweep", help="NIAH under each KV-cache policy and window, against the KV bytes kept",
-                       description="One NIAH run per arm: the full cache; retrieval, random and streaming at each "
-                       "--recent window; and streaming at the retrieval cache's budget (per length). Rerun to resume.")
+                       description="One NIAH run per arm: the full cache; every other policy at each "
+                       "--recent-windows window; and streaming at the retrieval cache's budget (per length). "
+                       "Everything is checked before --out is written. Rerun to resume.")
     add_model_args(p)
     add_probe_args(p, needles="eval", lengths="2000,4000,8000", depths="0:100:5", per_cell=1)
-    p.add_argument("--needle-seed", type=int, default=42, help="seed of the needle order (default: %(default)s)")
     p.add_argument("--scores", default=None, help="retrieval scores of this model (scores.json from rheads detect)")
-    p.add_argument("--policies", default=",".join(POLICY_NAMES), help="arms to run (default: %(default)s)")
-    p.add_argument("--recent", default="64,128,256", help="recent windows, a comma list (default: %(default)s)")
+    p.add_argument("--policies", default=",".join(policy_names()), help="arms to run: registered KV policies "
+                   "(default: %(default)s)")
+    p.add_argument("--recent-windows", default="64,128,256",
+                   help="recent windows of the compressing arms, a comma list (default: %(default)s)")
     p.add_argument("--no-matched", action="store_true",
                    help="skip the streaming control at the retrieval cache's budget")
     add_kv_args(p, sweep=True)

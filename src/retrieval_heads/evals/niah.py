@@ -17,10 +17,11 @@ template, no needle, not the eval prompts); how is recorded under `mean_referenc
 
 Samples are decoded `batch_size` at a time, left-padded (grid order keeps equal lengths together).
 
-`kv` picks the KV cache (`runtime/kvpolicy.py`: full, retrieval, random, streaming; `kv_sink`, `kv_recent`,
-`kv_threshold`, `kv_top`, `kv_seed`, `prefill_chunk`, `kv_prefill`); each record and summary.json gain
-`kv_bytes` (the most the cache held) and `kv_bytes_full` (what the full cache holds for the same prompts), the
-summary `kv_policy`.
+`kv` (a `kvcache.KVConfig`: policy, sink, recent, threshold, top, seed, prefill, prefill_chunk) picks the KV
+cache (any registered policy: `kvcache.policy_names()`); each record and summary.json gain `kv_bytes` (the most
+the cache held) and `kv_bytes_full` (what the full cache holds for the same prompts), the summary `kv_policy`
+(and the window and selection of a compressing policy). Run files that stored the KV fields flat (`kv`,
+`kv_sink`, ...) are read, and resume, as the same config (`NiahConfig.from_dict`, `kvcache/config.py`).
 
 Left out on purpose: sampling (greedy only),
 LLM-judged scoring, and checking whether a hallucination is copied from the haystack.
@@ -44,6 +45,7 @@ from ..io.rundir import open_run
 from ..models.info import model_key, model_meta, model_name
 from ..probes.grid import Sample
 from ..capture.controller import AttentionController
+from ..kvcache.config import KVConfig, nest_kv, upgrade_stored_config
 from ..kvcache.factory import kv_factory, kv_summary
 from ..scoring.judge import RESPONSE_CLASSES, judge
 from ..version import FORMAT_VERSION, __version__
@@ -70,16 +72,13 @@ class NiahConfig(Config):
     stop: list[str] | None = None  # stop strings; None: a newline after the answer for plain templates, none in chat
     mean_ref_prompts: int = 4  # mode mean: haystack windows the reference means are taken over
     mean_ref_length: int = 1000  # tokens per window (capped by the model's context)
-    kv: str = "full"  # KV cache policy (runtime/kvpolicy.py): full, retrieval, random or streaming
-    kv_sink: int = 4  # compressed KV heads keep the first kv_sink tokens ...
-    kv_recent: int = 256  # ... and the last kv_recent
-    kv_threshold: float = 0.1  # retrieval/random: a KV head stays full when a query head of its group scores above it
-    kv_top: int = 0  # retrieval/random: > 0 uses the top K query heads instead of the threshold
-    kv_seed: int = 0  # random: seed of the draw
-    prefill_chunk: int = 0  # tokens per prefill forward (0: the whole prompt at once)
-    kv_prefill: str = "full"  # compressed heads in prefill: full (attend everything, then compress) or window
+    kv: KVConfig = field(default_factory=KVConfig)  # the KV cache (kvcache/config.py); default: the full cache
     lengths_only: list[int] | None = None  # run only these lengths of the probe's grid, with the whole grid's needles
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NiahConfig":
+        """Also reads configs that stored the KV fields flat (kv, kv_sink, ..., prefill_chunk)."""
+        return super().from_dict(nest_kv(d))
 
 
 def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None, progress: bool = True,
@@ -98,7 +97,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
-    cache = kv_factory(config, model, masked=bool(heads))  # fails here on a bad policy, scores or model
+    cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))  # fails on a bad policy, scores, model
     mean_info, windows = None, None
     if config.ablation == "mean" and heads:
         if means is None:
@@ -114,6 +113,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
     writer = None
     if out is not None:
         out = Path(out)
+        upgrade_stored_config(out, nest_kv)  # a run dir written with flat KV fields resumes as the same run
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
                                 jsonl="samples.jsonl", kind="sample", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
@@ -132,12 +132,13 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
         if writer:
             writer.close()
 
-    summary = niah_summary(results, config, heads, mean_info, model)
+    summary = niah_summary(results, config, heads, mean_info, model, cache)
     if out is not None:
         atomic_write_json(out / "summary.json", summary)
         title = f"{model_name(model)}: NIAH, mask {config.mask}" + (f" ({config.ablation})" if heads else "")
-        if config.kv != "full":
-            title += f", KV {config.kv} (sink {config.kv_sink}, recent {config.kv_recent}, {config.kv_prefill} prefill)"
+        kv = config.kv
+        if cache.policy.compresses:
+            title += f", KV {kv.policy} (sink {kv.sink}, recent {kv.recent}, {kv.prefill} prefill)"
         niah_heatmap(results, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
         class_mix_plot(results, out / "classes.png", title)
     return summary
@@ -147,7 +148,7 @@ def run_batch(model, tokenizer, g: Grid, samples: list[Sample], config: NiahConf
               cache=None) -> list[dict[str, Any]]:
     """Decode the samples' probes together (left-padded); one judged record per sample."""
     probes, gens, seconds = decode(model, tokenizer, g, samples, config.max_new_tokens, ctl, cache,
-                                   config.prefill_chunk)
+                                   config.kv.prefill_chunk)
     kv = cache.usage(model, len(samples)) if cache is not None else {}
     out = []
     for s, probe, gen in zip(samples, probes, gens):
@@ -161,8 +162,9 @@ def run_batch(model, tokenizer, g: Grid, samples: list[Sample], config: NiahConf
 
 
 def niah_summary(records: list[dict], config: NiahConfig, heads: list[tuple[int, int]], mean_info: dict | None,
-              model=None) -> dict[str, Any]:
-    """summary.json: mean score (0-100), cells, class counts, per-length and per-depth means."""
+              model=None, cache=None) -> dict[str, Any]:
+    """summary.json: mean score (0-100), cells, class counts, per-length and per-depth means; the KV keys of
+    `kvcache.factory.kv_summary` (`cache`: the run's cache factory)."""
     scores = [r["score"] for r in records]
     counts = Counter(r["class"] for r in records)
     cells: dict[tuple[int, float], list[float]] = {}
@@ -188,7 +190,7 @@ def niah_summary(records: list[dict], config: NiahConfig, heads: list[tuple[int,
         "per_length": means_by("length"), "per_depth": means_by("depth"),
         "cells": [{"length": l, "depth": d, "score": round(float(np.mean(v)), 2)} for (l, d), v in cells.items()],
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),
-        **kv_summary(records, config, model),
+        **kv_summary(records, config.kv, model, cache),
     }
 
 

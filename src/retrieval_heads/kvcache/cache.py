@@ -1,30 +1,37 @@
-"""The retrieval-head KV cache: full history for the KV heads that feed a retrieval head, sink + recent for the rest.
+"""The retrieval-head KV cache: full history for the KV heads a policy keeps, sink + recent for the rest.
 
 `RetrievalHeadCache` is a transformers 5 `Cache` built from a [layers, KV heads] boolean map of the KV heads that
-keep their whole history (`kvpolicy.py` makes that map: full, retrieval, random or streaming; this module imports
-it, never the reverse). Per layer:
+keep their whole history (a `KVPolicy` makes that map; `policy.py`, `policies/`). Per layer:
 - a full-attention layer where every KV head stays full is a plain `DynamicLayer`;
-- a full-attention layer with heads to compress is a `RetrievalHeadLayer` (`kvlayer.py`: the full KV heads grow,
-  the others hold physically smaller tensors of each row's first `sink` real tokens and the last `recent` slots,
-  and its own attention splits each layer's query groups by KV head);
+- a full-attention layer with heads to compress is a `RetrievalHeadLayer` (`layer.py`: storage, sink + recent
+  eviction, and its own attention that splits each layer's query groups by KV head);
 - a sliding-window or chunked layer stays as the model defines it (`DynamicSlidingWindowLayer`);
 - any other layer type (linear attention, KV sharing, ...) is refused in one line.
-Build one per `generate` call: `RetrievalHeadCache.from_scores(model, scores, sink=4, recent=256)`, then
-`model.generate(..., past_key_values=cache)` (or `cache=cache`); `build_cache(policy, model, ...)` gives any
-policy's cache (the `full` policy's is transformers' own `DynamicCache`).
+
+One cache per `generate` call:
+
+    cache = RetrievalHeadCache.from_scores(model, "runs/smollm2/scores.json", sink=4, recent=256)
+    out = model.generate(ids, max_new_tokens=32, cache=cache)
+
+(`cache=` is transformers 5's name; `past_key_values=` still works but warns.) A used cache passed to a second
+`generate` is refused in one line (generate would continue from the tokens it holds, with another prompt):
+build a fresh one, or call `cache.reset()` first, which empties it (same output as a fresh cache).
+`build_cache(policy, model, ...)` gives any policy's cache (the policy builds it: `full`'s is transformers'
+own `DynamicCache`).
 
 Bytes: `nbytes()` is what the cache holds now (keys and values of every layer), `peak_bytes` the most it
 held; `expected_bytes` and `full_cache_bytes` are the analytic formulas the tests check them against.
 
 Prefill: `prefill="full"` (default) runs the prompt's prefill with full attention in every head and keeps sink +
-recent of it; `prefill="window"` applies the sink + recent pattern during prefill too (`kvlayer.py`).
-Chunked prefill: `prefill_chunking(model, n)` sets `generation_config.prefill_chunk_size` for the duration
-(transformers' generate then prefills n tokens per forward). Without it the prefill's peak is the model's
-activations for the whole prompt plus one layer's uncompressed keys and values (the k/v projection of the prompt)
-on top of the compressed cache; the cache itself never holds more than its budget.
+recent of it, so memory is saved from the first decoding step on; `prefill="window"` applies the sink + recent
+pattern during prefill too. Chunked prefill: `prefill_chunking(model, n)` sets
+`generation_config.prefill_chunk_size` for the duration (transformers' generate then prefills n tokens per
+forward); with "window" that also lowers the prefill's peak. Without chunks the prefill's peak is the model's
+activations for the whole prompt plus one layer's uncompressed keys and values on top of the compressed cache;
+the cache itself never holds more than its budget.
 
-Left out on purpose: static/compiled caches, quantization, offloading, the attention arithmetic
-(`kvlayer.py`) and the per-run factory and summary keys (`kvrun.py`).
+Left out on purpose: static/compiled caches, quantization, offloading, the layer mechanics (`layer.py`,
+`storage.py`, `eviction.py`, `split.py`) and the per-run factory and summary keys (`factory.py`).
 """
 
 from __future__ import annotations
@@ -35,18 +42,21 @@ from typing import Iterator
 import numpy as np
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicLayer, DynamicSlidingWindowLayer
 
-from ..errors import RHeadsError
 from ..capture.attention import ATTN_NAME
-from .layer import RetrievalHeadLayer, SplitKV  # noqa: F401 (re-exported)
-from .policy import FULL_TYPE, SLIDING_TYPES, KVPolicy, make_policy
+from ..errors import ParamError, RHeadsError
+from .config import KVConfig, check_window
+from .dims import FULL_TYPE, SLIDING_TYPES
+from .layer import RetrievalHeadLayer
+from .split import SplitKV  # noqa: F401 (re-exported)
 
 
 class RetrievalHeadCache(Cache):
     """A `Cache` whose full-attention layers keep the full history only for the KV heads marked in `full_heads`
-    ([L, KV] bool); see the module docstring. Build one per `generate` call."""
+    ([L, KV] bool); see the module docstring. One per `generate` call (or `reset()` between calls)."""
 
     def __init__(self, config, full_heads: np.ndarray, sink: int = 4, recent: int = 256, block: int = 512,
                  prefill: str = "full"):
+        self._in_generate = False  # transformers' generate marks the cache (`_is_user_defined`) when it starts
         check_window(sink, recent)
         text = config.get_text_config(decoder=True)
         L, KV = text.num_hidden_layers, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
@@ -67,7 +77,7 @@ class RetrievalHeadCache(Cache):
                 layers.append(DynamicSlidingWindowLayer(**kw))
             else:
                 raise RHeadsError(f"layer {l} of this model is a '{t}' layer: the retrieval-head cache supports "
-                                  "full-attention and sliding-window layers only; use --kv full")
+                                  "full-attention and sliding-window layers only; use the full KV policy")
         super().__init__(layers=layers)
         self.full_heads, self.sink, self.recent, self.prefill = full_heads, int(sink), int(recent), prefill
         self.layer_types = list(types)
@@ -76,18 +86,36 @@ class RetrievalHeadCache(Cache):
     @classmethod
     def from_scores(cls, model, scores, sink: int = 4, recent: int = 256, *, policy: str = "retrieval",
                     threshold: float = 0.1, top: int = 0, seed: int = 0, prefill: str = "full") -> "RetrievalHeadCache":
-        """The cache of a policy (`kvpolicy.POLICIES`) drawn from retrieval scores: a HeadScores, a scores.json
-        path or an [L, H] array. A KV head stays full when a query head of its group is a retrieval head (score
-        above `threshold`, or among the `top` best when top > 0)."""
-        return cls.from_policy(model, make_policy(policy, scores, threshold=threshold, top=top, seed=seed), sink,
-                               recent, prefill)
+        """The cache of a registered policy drawn from retrieval scores: a HeadScores, a scores.json path or an
+        [L, H] array. With `retrieval`, a KV head stays full when a query head of its group is a retrieval head
+        (score above `threshold`, or among the `top` best when top > 0)."""
+        kv = KVConfig(policy=policy, sink=sink, recent=recent, threshold=threshold, top=top, seed=seed,
+                      prefill=prefill).validate(scores)
+        return cls.from_policy(model, kv.build_policy(scores), sink, recent, prefill)
 
     @classmethod
-    def from_policy(cls, model, policy: KVPolicy, sink: int = 4, recent: int = 256,
+    def from_policy(cls, model, policy, sink: int = 4, recent: int = 256,
                     prefill: str = "full") -> "RetrievalHeadCache":
+        """The cache of a `KVPolicy` for this model (checked: the window, the model's attention)."""
         check_window(sink, recent)
         check_kv_model(model)
         return cls(model.config, policy.full_kv_heads(model), sink, recent, prefill=prefill)
+
+    @property
+    def _is_user_defined(self) -> bool:
+        return self._in_generate
+
+    @_is_user_defined.setter
+    def _is_user_defined(self, value: bool) -> None:  # set by generate at its start: refuse a used cache there
+        if value and self.get_seq_length() > 0:
+            raise RHeadsError(f"this RetrievalHeadCache already holds {self.get_seq_length()} tokens of an earlier "
+                              "generate call: build a fresh cache per call, or call cache.reset() first")
+        self._in_generate = bool(value)
+
+    def reset(self) -> None:
+        """Empty every layer (and the peak), so the cache can serve another generate call."""
+        super().reset()
+        self._peak = 0
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         out = super().update(key_states, value_states, layer_idx, *args, **kwargs)
@@ -105,14 +133,10 @@ class RetrievalHeadCache(Cache):
         return max(self._peak, self.nbytes())
 
 
-def build_cache(policy: KVPolicy, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
-    """A fresh cache of `policy` for one generate call: transformers' own `DynamicCache` for `full`, else a
-    `RetrievalHeadCache`."""
-    if policy.name == "full":
-        from transformers import DynamicCache
-
-        return DynamicCache(config=model.config)
-    return RetrievalHeadCache.from_policy(model, policy, sink, recent, prefill)
+def build_cache(policy, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
+    """A fresh cache of a `KVPolicy` for one generate call, built by the policy (checked against the model)."""
+    policy.check_model(model)
+    return policy.build_cache(model, sink, recent, prefill)
 
 
 def cache_layer_bytes(layer) -> int:
@@ -126,18 +150,12 @@ def cache_bytes(cache) -> int:
     return sum(cache_layer_bytes(layer) for layer in cache.layers)
 
 
-def check_window(sink: int, recent: int) -> None:
-    if sink < 0 or recent < 0 or sink + recent < 1:
-        raise RHeadsError(f"--sink {sink} and --recent {recent}: both must be >= 0 and sink + recent >= 1 (e.g. "
-                          "--sink 4 --recent 256)")
-
-
 def check_kv_model(model) -> None:
     """One line when the model does not run the registered attention a compressed cache needs."""
     impl = getattr(model.config, "_attn_implementation", None)
     if impl != ATTN_NAME:
-        raise RHeadsError(f"--kv needs the '{ATTN_NAME}' attention but the model uses '{impl}': load it with "
-                          "retrieval_heads.load_model or call retrieval_heads.capture.attention.use_rheads(model)")
+        raise RHeadsError(f"a compressed KV cache needs the '{ATTN_NAME}' attention but the model uses '{impl}': load "
+                          "it with retrieval_heads.load_model or call retrieval_heads.capture.attention.use_rheads(model)")
 
 
 def _dims(config) -> tuple[int, int, int, list[str], list[dict]]:
@@ -175,7 +193,7 @@ def full_cache_bytes(config, tokens: int, batch: int = 1, dtype_bytes: int = 4) 
 def prefill_chunking(model, chunk: int | None) -> Iterator[None]:
     """Prefill `chunk` tokens per forward in `model.generate` for the duration (None or 0: the whole prompt)."""
     if chunk is not None and chunk < 0:
-        raise RHeadsError(f"--prefill-chunk {chunk}: use a positive number of tokens, or 0 for no chunking")
+        raise ParamError("kv.prefill_chunk", chunk, "use a positive number of tokens, or 0 for no chunking")
     gc = model.generation_config
     old = getattr(gc, "prefill_chunk_size", None)
     gc.prefill_chunk_size = int(chunk) if chunk else None

@@ -1,48 +1,43 @@
 """What a run with a KV policy needs: the cache factory `decoding.generate_batch` calls per batch, and the
-`summary.json` keys (`kv_policy`, `kv_bytes`, `kv_bytes_full`, ...).
+`summary.json` keys (`kv_policy`, `kv_bytes`, `kv_bytes_full`, `kv_share`, ...).
 
-`kv_factory(config, model)` reads a run config's kv fields (NIAH, kv-sweep) and checks everything before any work:
-the policy, its scores, the model's attention, the sink/recent window and the prefill mode.
+`kv_factory(kv, model, scores, masked)` validates a run's `KVConfig` (`KVConfig.validate`, the one check) and
+checks it against the model before any work: the policy, its scores (read once, by the policy the factory
+keeps), the model's attention, the random draw. The factory computes the policy's KV-head map once per run.
 
-Left out on purpose: the policies (`kvpolicy.py`), the cache and its byte formulas (`kvcache.py`), and running
-anything (the experiments do).
+Left out on purpose: the policies (`policy.py`, `policies/`), the cache and its byte formulas (`cache.py`), and
+running anything (the experiments do).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RHeadsError
-from .cache import RetrievalHeadCache, build_cache, cache_bytes, check_kv_model, check_window, full_cache_bytes
-from .layer import PREFILL_MODES
-from .policy import KVPolicy, make_policy
+from ..errors import ParamError
+from .cache import cache_bytes, full_cache_bytes
+from .config import PREFILL_MODES, KVConfig
 
 
 class CacheFactory:
     """`decoding.generate_batch`'s `cache` argument: (model, batch size) -> a fresh cache of the policy; keeps the
     last one it made, so the caller can read what it held (`last.peak_bytes`)."""
 
-    def __init__(self, policy: KVPolicy, sink: int, recent: int, prefill: str = "full"):
+    def __init__(self, policy, sink: int, recent: int, prefill: str = "full"):
         if prefill not in PREFILL_MODES:
-            raise RHeadsError(f"unknown --kv-prefill '{prefill}': use one of {', '.join(PREFILL_MODES)}")
+            raise ParamError("kv.prefill", prefill, f"use one of {', '.join(PREFILL_MODES)}")
         self.policy, self.sink, self.recent, self.prefill = policy, int(sink), int(recent), prefill
         self.last = None
-        self._full: np.ndarray | None = None
+        self.full_heads: np.ndarray | None = None  # [L, KV] the policy's map, computed once (it depends on the model)
 
     def check(self, model) -> None:
         """Fail before any work: the model's attention, the scores' shape, the policy's draw."""
-        if self.policy.name != "full":
-            check_kv_model(model)
-        self.policy.full_kv_heads(model)
+        self.policy.check_model(model)
+        self.full_heads = self.policy.full_kv_heads(model)
 
     def __call__(self, model, batch_size: int):
-        if self.policy.name == "full":
-            self.last = build_cache(self.policy, model)
-        else:
-            if self._full is None:  # the map depends only on the model: compute once
-                check_kv_model(model)
-                self._full = self.policy.full_kv_heads(model)
-            self.last = RetrievalHeadCache(model.config, self._full, self.sink, self.recent, prefill=self.prefill)
+        if self.full_heads is None:
+            self.check(model)
+        self.last = self.policy.build_cache(model, self.sink, self.recent, self.prefill, full_heads=self.full_heads)
         return self.last
 
     def held_bytes(self) -> int:
@@ -62,44 +57,40 @@ class CacheFactory:
         return {"kv_bytes": self.held_bytes() // batch_size, "kv_bytes_full": full // batch_size}
 
 
-def kv_factory(config, model, masked: bool = False) -> CacheFactory:
-    """The cache factory of a run config with fields kv, scores, kv_sink, kv_recent, kv_threshold, kv_top, kv_seed,
-    kv_prefill, prefill_chunk (NIAH, kv-sweep), checked against the model before any work. `masked`: heads are
-    ablated in this run."""
-    if masked and config.kv != "full":
-        raise RHeadsError(f"--kv {config.kv} with a head mask: ablation needs the full cache; use one of the two")
-    if config.kv != "full" and config.prefill_chunk and config.kv_prefill == "full":
-        raise RHeadsError("--prefill-chunk with --kv-prefill full: a chunk cannot attend to the tokens the cache "
-                          "already dropped; use --kv-prefill window with chunks, or no chunks")
-    policy = make_policy(config.kv, config.scores, threshold=config.kv_threshold, top=config.kv_top,
-                         seed=config.kv_seed)
-    check_window(config.kv_sink, config.kv_recent)
-    factory = CacheFactory(policy, config.kv_sink, config.kv_recent, config.kv_prefill)
+def kv_factory(kv: KVConfig, model, scores=None, masked: bool = False) -> CacheFactory:
+    """The cache factory of a run's KV settings (`scores`: the run's retrieval scores; `masked`: heads are
+    ablated in this run), validated and checked against the model before any work."""
+    kv.validate(scores, masked=masked)
+    factory = CacheFactory(kv.build_policy(scores), kv.sink, kv.recent, kv.prefill)
     factory.check(model)
     return factory
 
 
-def kv_summary(records: list[dict], config, model=None) -> dict:
-    """summary.json keys: the policy, the most bytes the cache held over the samples (`kv_bytes`), what the full
-    cache holds for the same prompts (`kv_bytes_full`), and the mean per-sample share kept (`kv_share`)."""
+def kv_summary(records: list[dict], kv: KVConfig, model=None, factory: CacheFactory | None = None) -> dict:
+    """summary.json keys: the policy and, for a compressing one, its window and selection (`kv_sink`,
+    `kv_recent`, `kv_prefill`, `kv_threshold`, `kv_top`, the policy's params as `kv_<name>`, and with the run's
+    `factory` and model `full_kv_heads` / `kv_heads`); the most bytes the cache held over the samples
+    (`kv_bytes`), what the full cache holds for the same prompts (`kv_bytes_full`), and the mean per-sample share
+    kept (`kv_share`)."""
+    compresses = kv.policy_class().compresses
     held, full = [], []
     for r in records:
         if "kv_bytes" in r:
             held.append(r["kv_bytes"])
             full.append(r["kv_bytes_full"])
-        elif model is not None and config.kv == "full":  # a sample decoded before the cache was measured
+        elif model is not None and not compresses:  # a sample decoded before the cache was measured
             b = full_cache_bytes(model.config, r["prompt_length"] + r["new_tokens"] - 1,
                                  dtype_bytes=next(model.parameters()).element_size())
             held.append(b)
             full.append(b)
-    policy = {"kv_policy": config.kv}
-    if config.kv != "full":
-        policy.update(kv_sink=config.kv_sink, kv_recent=config.kv_recent, kv_prefill=config.kv_prefill,
-                      kv_threshold=config.kv_threshold,
-                      kv_top=config.kv_top, **({"kv_seed": config.kv_seed} if config.kv == "random" else {}))
-        if model is not None:
-            policy.update({k: v for k, v in make_policy(config.kv, config.scores, threshold=config.kv_threshold,
-                                                        top=config.kv_top, seed=config.kv_seed).describe(model).items()
-                           if k in ("full_kv_heads", "kv_heads")})
-    return {**policy, "kv_bytes": max(held) if held else None, "kv_bytes_full": max(full) if full else None,
+    out: dict = {"kv_policy": kv.policy}
+    if compresses:
+        policy = factory.policy if factory is not None else kv.build_policy()
+        out.update(kv_sink=kv.sink, kv_recent=kv.recent, kv_prefill=kv.prefill, kv_threshold=kv.threshold,
+                   kv_top=kv.top)
+        out.update({f"kv_{k}": v for k, v in policy.params().items()})
+        if model is not None and factory is not None:
+            d = policy.describe(model, full_heads=factory.full_heads)
+            out.update(full_kv_heads=d["full_kv_heads"], kv_heads=d["kv_heads"])
+    return {**out, "kv_bytes": max(held) if held else None, "kv_bytes_full": max(full) if full else None,
             "kv_share": round(float(np.mean([h / f for h, f in zip(held, full)])), 4) if held else None}

@@ -1,27 +1,30 @@
 """The KV budget sweep: NIAH on one grid under every KV-cache policy and window, against the KV bytes kept.
 
-`run_kv_sweep(model, tokenizer, config, out)` runs, on one loaded model, one `niah.run_niah` directory per arm:
-- `full/`: the full cache (the reference; its NIAH config leaves the KV fields at their defaults, so sweeps of
-  one model and grid can share it);
-- `{policy}-r{R}/` for each policy in `config.policies` other than full and each recent window R in
-  `config.recent` (sink `config.sink` for all): retrieval, random (the same number of full KV heads, drawn from
-  the non-retrieval ones), streaming (every head on sink + R);
+`run_kv_sweep(model, tokenizer, config, out)` runs, on one loaded model, one `niah.run_niah` directory per arm,
+for the registered policies (`kvcache.policy_names()`, in that order) named in `config.policies`:
+- `{policy}/` for a policy that keeps everything (`full`: the reference; its NIAH config leaves the KV fields
+  at their defaults, so sweeps of one model and grid can share it);
+- `{policy}-r{R}/` for each compressing policy and each window R in `config.recent_windows` (the other KV
+  settings, sink included, from `config.kv`): retrieval, random (the same number of full KV heads, drawn from
+  the non-retrieval ones), streaming (every head on sink + R), and any policy registered by user code;
 - `streaming-matched-r{R}/len{N}/` (when `config.matched_streaming`): the streaming control at the budget of
   `retrieval-r{R}`: for each grid length N its own window, the smallest that holds at least the bytes the
   retrieval cache holds at N tokens (`matched_recent`), so both arms keep the same share of KV bytes.
 Every arm sees the same prompts (same grid, needles and seed; a per-length part runs `lengths_only` of the whole
-grid, so its samples keep their needles). Each run dir resumes per sample, so the sweep
-resumes; `only` runs some arms (processes sharing `out` can split the work).
+grid, so its samples keep their needles). Everything is checked before anything is written to `out` (the config,
+the grid against the model's context, every arm's policy, scores and draw). Each run dir resumes per sample, so
+the sweep resumes; `only` runs some arms (processes sharing `out` can split the work). Sweep directories written
+with the flat KV fields (`sink`, `recent`, `kv_threshold`, ...) resume as the same run (`KVSweepConfig.from_dict`).
 
 Outputs in `out`: config.json, summary.json (`arms`: one row per arm with the policy, window, `kv_share` (mean
 per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the most held over the samples),
 `mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes,
-`vs_full` and for the controls `vs_retrieval` (paired differences on the same samples, bootstrap 95% interval);
-`missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one curve per policy) and
-heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
+`vs_full` and for every windowed arm but retrieval's `vs_retrieval` (paired differences on the same samples,
+bootstrap 95% interval); `missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one
+curve per policy) and heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
 
 Left out on purpose: timing and memory (bench/bench_kv.py measures them side by side in one process), and
-several random seeds per window (one draw, `kv_seed`).
+several random seeds per window (one draw, `kv.seed`).
 """
 
 from __future__ import annotations
@@ -35,23 +38,33 @@ from typing import Any
 import numpy as np
 
 from ..analysis.stats import bootstrap_ci, format_diff, paired_diff_ci
+from ..capture.attention import check_model
 from ..config import Config, ModelConfig, ProbeConfig
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
+from ..evals.grid import prepare
+from ..evals.niah import NiahConfig, run_niah
+from ..heads.scores import HeadScores
 from ..io.jsonl import atomic_write_json, read_jsonl
 from ..io.rundir import claim_run_dir
-from ..capture.attention import check_model
-from ..kvcache.cache import check_window, expected_bytes
-from ..kvcache.policy import POLICIES, make_policy
+from ..kvcache.cache import expected_bytes
+from ..kvcache.config import SWEEP_FLAT_KEYS, KVConfig, check_window, nest_kv, upgrade_stored_config
+from ..kvcache.factory import kv_factory
+from ..kvcache.registry import get_policy_class, policy_names
 from ..scoring.judge import RESPONSE_CLASSES
 from ..version import FORMAT_VERSION, __version__
 from ..viz.kv import arm_heatmaps, budget_plot
-from ..evals.niah import NiahConfig, run_niah
-
-ARM_POLICIES = ("full", "retrieval", "random", "streaming")
 
 
 def kv_probe() -> ProbeConfig:
     return ProbeConfig(needles="eval", lengths=[2000, 4000, 8000], depths=[0, 25, 50, 75, 100], needles_per_cell=1)
+
+
+def legacy_sweep_config(d: dict) -> dict:
+    """A kv-sweep config dict with the old flat fields (`sink`, `kv_threshold`, ..., `recent`) in today's places."""
+    d = nest_kv(d, SWEEP_FLAT_KEYS)
+    if isinstance(d, dict) and "recent" in d and "recent_windows" not in d:
+        d = {("recent_windows" if k == "recent" else k): v for k, v in d.items()}
+    return d
 
 
 @dataclass
@@ -59,35 +72,54 @@ class KVSweepConfig(Config):
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=kv_probe)
     scores: str | None = None  # retrieval scores (scores.json): needed by retrieval, random and matched streaming
-    policies: list[str] = field(default_factory=lambda: list(ARM_POLICIES))
-    sink: int = 4
-    recent: list[int] = field(default_factory=lambda: [64, 128, 256])
+    policies: list[str] = field(default_factory=policy_names)  # registered policies to run (default: all)
+    recent_windows: list[int] = field(default_factory=lambda: [64, 128, 256])  # each compressing arm's kv.recent
     matched_streaming: bool = True  # also streaming at the retrieval cache's budget, per length
-    kv_threshold: float = 0.1
-    kv_top: int = 0
-    kv_seed: int = 0
-    prefill_chunk: int = 0
-    kv_prefill: str = "full"  # see NiahConfig
+    kv: KVConfig = field(default_factory=KVConfig)  # the arms' shared KV settings; policy and recent are per arm
     max_new_tokens: int = 32
     stop: list[str] | None = None  # see NiahConfig
 
-    def niah(self, kv: str, recent: int, lengths: list[int] | None = None) -> NiahConfig:
-        """The NIAH config of one arm; the full arm keeps NiahConfig's KV defaults (it ignores them), so sweeps
-        of one grid and model share it."""
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "KVSweepConfig":
+        """Also reads configs written with the flat KV fields (`sink`, `recent`, `kv_threshold`, ...)."""
+        return super().from_dict(legacy_sweep_config(d))
+
+    def niah(self, policy: str, recent: int | None, lengths: list[int] | None = None) -> NiahConfig:
+        """The NIAH config of one arm; a policy that keeps everything keeps KVConfig's defaults otherwise (it
+        ignores them), so sweeps of one grid and model share its arm."""
         base = NiahConfig(model=self.model, probe=self.probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
                           stop=self.stop, lengths_only=lengths)  # a part keeps the whole grid's needles
-        if kv == "full":
-            return base
-        return dataclasses.replace(base, kv=kv, kv_sink=self.sink, kv_recent=recent, kv_threshold=self.kv_threshold,
-                                   kv_top=self.kv_top, kv_seed=self.kv_seed, prefill_chunk=self.prefill_chunk,
-                                   kv_prefill=self.kv_prefill)
+        if not get_policy_class(policy).compresses:
+            return dataclasses.replace(base, kv=KVConfig(policy=policy))
+        return dataclasses.replace(base, kv=dataclasses.replace(self.kv, policy=policy, recent=recent))
+
+    def validate(self) -> "KVSweepConfig":
+        """Every check that needs no model (ParamError): the policies, the windows, each arm's KV settings and
+        the scores they need. Returns self."""
+        names = policy_names()
+        if not self.policies:
+            raise ParamError("policies", self.policies, f"pick some of {', '.join(names)}")
+        for p in self.policies:
+            if p not in names:
+                raise ParamError("policies", p, f"unknown KV policy: use some of {', '.join(names)}")
+        if not self.recent_windows:
+            raise ParamError("recent_windows", self.recent_windows, "give one window or more, e.g. 64,128,256")
+        for r in self.recent_windows:
+            check_window(self.kv.sink, r, "recent_windows")
+        for p in self.policies:
+            for r in self.recent_windows:
+                self.niah(p, r).kv.validate(self.scores)
+        if self.matched_streaming and self.scores is None:
+            raise ParamError("scores", None, "the matched streaming arms need retrieval scores (the retrieval "
+                             "cache's budget): a scores.json from `rheads detect` on this model, or no matched arms")
+        return self
 
 
 @dataclass
 class Arm:
     name: str  # run dir under out (matched streaming: a parent of one dir per length)
     policy: str
-    recent: int | None  # None: full; for matched streaming the retrieval window it matches
+    recent: int | None  # None: a policy that keeps everything; for matched streaming the retrieval window it matches
     parts: list[tuple[str, NiahConfig]]  # (run dir, config): one, or one per length
 
 
@@ -106,52 +138,62 @@ def matched_recent(model, full_heads: np.ndarray, tokens: int, sink: int, recent
     return lo
 
 
-def plan_arms(config: KVSweepConfig, model) -> list[Arm]:
-    """Every arm of the sweep, in run order (full first: the reference)."""
-    unknown = [p for p in config.policies if p not in POLICIES]
-    if unknown:
-        raise RHeadsError(f"unknown KV policy '{unknown[0]}': use some of {', '.join(POLICIES)}")
-    if not config.recent or any(r < 0 for r in config.recent):
-        raise RHeadsError(f"bad --recent {config.recent}: a comma list of windows >= 0, e.g. 64,128,256")
-    for r in config.recent:
-        check_window(config.sink, r)
-    arms = []
-    if "full" in config.policies:
-        arms.append(Arm("full", "full", None, [("full", config.niah("full", config.recent[0]))]))
-    for r in config.recent:
-        for policy in ("retrieval", "random", "streaming"):
-            if policy in config.policies:
-                arms.append(Arm(f"{policy}-r{r}", policy, r, [(f"{policy}-r{r}", config.niah(policy, r))]))
-        if config.matched_streaming:
-            full = make_policy("retrieval", config.scores, threshold=config.kv_threshold,
-                               top=config.kv_top).full_kv_heads(model)
+def plan_arms(config: KVSweepConfig, model, scores=None) -> list[Arm]:
+    """Every arm of the sweep, in run order (the reference first), after `config.validate()`; `scores`: the
+    config's scores already read (else read here, for the matched arms)."""
+    config.validate()
+    chosen = [p for p in policy_names() if p in config.policies]
+    keeps_all = [p for p in chosen if not get_policy_class(p).compresses]
+    arms = [Arm(p, p, None, [(p, config.niah(p, None))]) for p in keeps_all]
+    full = None
+    if config.matched_streaming:
+        retrieval = KVConfig(policy="retrieval", threshold=config.kv.threshold, top=config.kv.top)
+        full = retrieval.build_policy(config.scores if scores is None else scores).full_kv_heads(model)
+    for r in config.recent_windows:
+        for p in chosen:
+            if p not in keeps_all:
+                arms.append(Arm(f"{p}-r{r}", p, r, [(f"{p}-r{r}", config.niah(p, r))]))
+        if full is not None:
             parts = []
             for n in config.probe.lengths:
-                rm = matched_recent(model, full, n, config.sink, r)
+                rm = matched_recent(model, full, n, config.kv.sink, r)
                 parts.append((f"streaming-matched-r{r}/len{n}", config.niah("streaming", rm, lengths=[n])))
             arms.append(Arm(f"streaming-matched-r{r}", "streaming-matched", r, parts))
     return arms
 
 
+def check_arms(config: KVSweepConfig, arms: list[Arm], model, tokenizer, batch_size: int, scores=None) -> None:
+    """What each arm's run would refuse, before anything is written: the grid against the model's context and
+    its data (evals.grid.prepare), every arm's cache against the model (attention, scores' shape, the draw)."""
+    prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
+    for arm in arms:
+        for _, niah in arm.parts:
+            kv_factory(niah.kv, model, niah.scores if scores is None else scores)
+
+
 def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progress: bool = True,
                  only: list[str] | None = None, overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
-    """Run the sweep (or its `only` arms) into `out`; returns the summary of what has finished."""
+    """Run the sweep (or its `only` arms) into `out`; returns the summary of what has finished. Nothing is
+    written to `out` before every check has passed."""
     check_model(model)
-    arms = plan_arms(config, model)
+    scores = HeadScores.load(config.scores) if config.scores else None  # read once for the checks
+    arms = plan_arms(config, model, scores)
     names = [a.name for a in arms]
     if only is not None:
         bad = [o for o in only if o not in names]
         if bad or not only:
             raise RHeadsError(f"--only {','.join(only) or '(empty)'}: pick some of {', '.join(names)}")
+    check_arms(config, arms, model, tokenizer, batch_size, scores)
     out = Path(out)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": names}
+    upgrade_stored_config(out, legacy_sweep_config)  # a sweep dir written with flat KV fields resumes
     claim_run_dir(out, meta, keys=("config",), defaults={"config": config.defaults()}, overwrite=overwrite)
     for arm in arms:
         if only is not None and arm.name not in only:
             continue
         for sub, niah in arm.parts:
             if progress:
-                print(f"kv-sweep: {sub} (recent {niah.kv_recent})" if arm.policy != "full" else "kv-sweep: full")
+                print(f"kv-sweep: {sub}" + (f" (recent {niah.kv.recent})" if arm.recent is not None else ""))
             run_niah(model, tokenizer, niah, out=out / sub, progress=progress, batch_size=batch_size)
     return summarize_sweep(config, arms, out)
 
@@ -175,7 +217,7 @@ def arm_records(arm: Arm, out: Path) -> list[dict] | None:
 
 def arm_row(arm: Arm, config: KVSweepConfig, recs: list[dict]) -> dict[str, Any]:
     """One summary row from an arm's finished records (`arm_records`)."""
-    windows = {n: niah.kv_recent for _, niah in arm.parts for n in niah.lengths_only or niah.probe.lengths}
+    windows = {n: niah.kv.recent for _, niah in arm.parts for n in niah.lengths_only or niah.probe.lengths}
     scores = [r["score"] for r in recs]
     shares = [r["kv_bytes"] / r["kv_bytes_full"] for r in recs if r.get("kv_bytes_full")]
     counts = Counter(r["class"] for r in recs)
@@ -188,7 +230,7 @@ def arm_row(arm: Arm, config: KVSweepConfig, recs: list[dict]) -> dict[str, Any]
 
     return {
         "arm": arm.name, "policy": arm.policy, "recent": arm.recent,
-        "sink": None if arm.policy == "full" else config.sink,
+        "sink": None if arm.recent is None else config.kv.sink,
         "windows": {str(k): v for k, v in windows.items()} if arm.policy == "streaming-matched" else None,
         "n_samples": len(recs), "mean_score": round(float(np.mean(scores)), 2), "ci95": bootstrap_ci(scores),
         "kv_share": round(float(np.mean(shares)), 4) if shares else None,
@@ -214,14 +256,14 @@ def paired_diff(a: list[dict], b: list[dict]) -> dict[str, Any] | None:
 
 
 def add_diffs(rows: list[dict], records: dict[str, list[dict]]) -> None:
-    """Each row gains `vs_full` (its score minus the full cache's, paired) and, for the controls (random,
-    streaming, streaming-matched), `vs_retrieval` (minus the retrieval arm's at the same --recent)."""
-    full = next((r["arm"] for r in rows if r["policy"] == "full"), None)
+    """Each row gains `vs_full` (its score minus the reference's, paired: the first arm without a window, the full
+    cache) and every windowed arm but retrieval's `vs_retrieval` (minus the retrieval arm's at the same window)."""
+    full = next((r["arm"] for r in rows if r["recent"] is None), None)
     for r in rows:
         if full is not None and r["arm"] != full:
             r["vs_full"] = paired_diff(records[r["arm"]], records[full])
         ret = f"retrieval-r{r['recent']}"
-        if r["policy"] in ("random", "streaming", "streaming-matched") and ret in records:
+        if r["recent"] is not None and r["policy"] != "retrieval" and ret in records:
             r["vs_retrieval"] = paired_diff(records[r["arm"]], records[ret])
 
 
@@ -237,7 +279,7 @@ def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[s
     atomic_write_json(out / "summary.json", summary)
     if rows:
         budget_plot(rows, out / "budget.png", f"{config.model.model}: NIAH mean vs share of KV bytes kept "
-                    f"(sink {config.sink}, lengths {','.join(str(n) for n in config.probe.lengths)})")
+                    f"(sink {config.kv.sink}, lengths {','.join(str(n) for n in config.probe.lengths)})")
         panels = [(f"{a.name} ({100 * r['kv_share']:.0f}% KV)", records[a.name]) for a, r in zip(finished, rows)]
         arm_heatmaps(panels, out / "heatmaps.png", f"{config.model.model}: NIAH per arm")
     return summary

@@ -21,18 +21,26 @@ POLICY_STYLE = {"retrieval": ("o-", "#d73027", "retrieval heads full, others sin
 
 
 LABEL_OFFSET = {"retrieval": (4, 5), "random": (5, -10), "streaming": (-24, -10), "streaming-matched": (-24, 5)}
+OTHER_STYLES = [("D-", "#e08214"), ("P--", "#8c510a"), ("X:", "#01665e"), ("h-.", "#c51b7d")]  # other policies
+
+
+def policy_styles(rows: list[dict]) -> list[tuple[str, tuple[str, str, str]]]:
+    """(policy, (marker style, colour, label)) for every windowed policy in `rows`: the known ones first, then any
+    other (a policy registered by user code), labelled by its name."""
+    others = sorted({r["policy"] for r in rows if r.get("recent") is not None} - set(POLICY_STYLE))
+    return list(POLICY_STYLE.items()) + [(p, (*OTHER_STYLES[i % len(OTHER_STYLES)], p)) for i, p in enumerate(others)]
 
 
 def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     """rows: kv-sweep summary arms (policy, recent, kv_share, mean_score, ci95). The full cache is a dashed line
-    at share 1; each other policy is a curve over its windows, labelled by recent."""
+    at share 1 (any arm without a window); each other policy is a curve over its windows, labelled by recent."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for r in rows:
-        if r["policy"] == "full":
-            ax.axhline(r["mean_score"], color="black", ls="--", lw=1, label=f"full cache ({r['mean_score']:.1f})")
+        if r.get("recent") is None:
+            ax.axhline(r["mean_score"], color="black", ls="--", lw=1, label=f"{r['policy']} cache ({r['mean_score']:.1f})")
             ax.plot([100.0], [r["mean_score"]], "k*", ms=9)
-    for policy, (style, color, label) in POLICY_STYLE.items():
+    for policy, (style, color, label) in policy_styles(rows):
         pts = sorted((100 * r["kv_share"], r["mean_score"], r["ci95"], r["recent"]) for r in rows
                      if r["policy"] == policy and r["kv_share"] is not None)
         if not pts:
