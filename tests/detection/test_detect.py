@@ -1,5 +1,5 @@
 """Detection on a tiny model with a word haystack: batches give the records of one prompt at a time, and a run
-directory refuses another model, another dtype or other data in one line naming --overwrite."""
+directory refuses another model, another dtype or other data in one line advising overwrite."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_a_run_directory_refuses_another_model_dtype_or_data(tok, haystack_file,
     detect(_model("llama", tok), cfg, tokenizer=tok, out=out, progress=False)
     for other, what in ((_model("qwen2", tok), "different model"),
                         (_model("llama", tok, torch.bfloat16), "dtype torch.float32 vs torch.bfloat16")):
-        with pytest.raises(RHeadsError, match="--overwrite") as e:
+        with pytest.raises(RHeadsError, match=r"start over there \(overwrite\)") as e:
             detect(other, cfg, tokenizer=tok, out=out, progress=False)
         assert what in str(e.value)
     (tmp_path / "hay.txt").write_text(HAYSTACK + " One more sentence here.")

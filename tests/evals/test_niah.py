@@ -222,8 +222,13 @@ def test_cli_parsers():
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers(dest="command"))
-    a = parser.parse_args(["niah", "--mask", "random:20", "--seed", "3", "--scores", "s.json", "--ablation", "uniform"])
-    assert (a.mask, a.seed, a.needle_seed, a.needles, a.lengths) == ("random:20", 3, 42, "eval", "1000:4000:4")
+    a = parser.parse_args(["niah", "--mask", "random:20", "--mask-seed", "3", "--scores", "s.json", "--ablation",
+                           "uniform"])
+    assert (a.mask, a.mask_seed, a.seed, a.needles, a.lengths) == ("random:20", 3, 42, "eval", "1000:4000:4")
+    a = parser.parse_args(["ablate", "--seed", "7", "--mask-seed", "5"])  # --seed places needles, --mask-seed draws
+    assert (a.seed, a.mask_seed) == (7, 5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["niah", "--needle-seed", "1"])  # folded into --seed
     a = parser.parse_args(["ablate", "--scores", "s.json", "--k", "0,5,10", "--random-seeds", "3"])
     assert parse_ks_(a.k) == [0, 5, 10] and a.random_seeds == 3 and a.ablation == "zero"
     with pytest.raises(RHeadsError, match="bad --k"):

@@ -1,5 +1,5 @@
-"""Run directories: resume only the same run (config, model, data), refuse others in one line naming
---overwrite, accept options added later at their defaults, refuse a newer format."""
+"""Run directories: resume only the same run (config, model, data), refuse others in one line advising
+overwrite (--overwrite in the CLI), accept options added later at their defaults, refuse a newer format."""
 
 import json
 import os
@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from retrieval_heads.cli.flags import cli_message
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.io.rundir import claim_run_dir, config_diff, open_run
 from retrieval_heads.version import FORMAT_VERSION
@@ -40,9 +41,11 @@ def test_same_run_resumes_with_its_records(tmp_path):
 ])
 def test_another_run_is_refused_in_one_line_naming_overwrite(tmp_path, change, what):
     claim_run_dir(tmp_path, _meta(), keys=KEYS)
-    with pytest.raises(RHeadsError, match="--overwrite") as e:
+    with pytest.raises(RHeadsError, match=r"start over there \(overwrite\)") as e:
         claim_run_dir(tmp_path, _meta(**change), keys=KEYS)
-    assert what in str(e.value) and "\n" not in str(e.value)
+    assert what in str(e.value) and "\n" not in str(e.value) and "--" not in str(e.value)  # no flag in the library
+    assert cli_message(e.value).startswith(f"--out {tmp_path}: holds a run with a different ")
+    assert cli_message(e.value).endswith("start over there (--overwrite) or use another --out")
     (tmp_path / "keep.txt").write_text("x")
     claim_run_dir(tmp_path, _meta(**change), keys=KEYS, overwrite=True)  # starts over
     assert not (tmp_path / "keep.txt").exists()
@@ -110,8 +113,9 @@ def test_a_live_writer_makes_the_run_busy_even_with_overwrite(tmp_path):
     try:
         _hold(tmp_path, p.pid)
         for overwrite in (False, True):
-            with pytest.raises(RunBusy, match=f"process {p.pid}.*--only"):
+            with pytest.raises(RunBusy, match=f"process {p.pid}: wait for it") as e:
                 open_run(tmp_path, _meta(), keys=KEYS, jsonl="s.jsonl", kind="sample", overwrite=overwrite)
+            assert e.value.what == f"{tmp_path} is being written by process {p.pid}" and "--" not in str(e.value)
         assert (tmp_path / "config.json").exists() is False  # nothing touched
     finally:
         p.kill()

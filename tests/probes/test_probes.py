@@ -12,11 +12,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from retrieval_heads.probes import haystack as haystack_mod
-from retrieval_heads.errors import RHeadsError
+from retrieval_heads.errors import ParamError, RHeadsError
 from retrieval_heads.probes.haystack import get_haystack, register_haystack
 from retrieval_heads.probes.needles import Needle, get_needles, load_needles_jsonl
 from retrieval_heads.probes.build import build_probe
 from retrieval_heads.probes.grid import parse_grid
+from retrieval_heads.cli.flags import cli_message
 from retrieval_heads.probes.templates import resolve_template
 from tiny import bpe_tokenizer
 
@@ -168,8 +169,10 @@ def test_chat_without_chat_template(plain_tok) -> None:
 
 
 def test_probe_errors(plain_tok) -> None:
-    with pytest.raises(RHeadsError, match="exceeds the model's context of 2048 tokens: use --lengths up to 2048"):
+    with pytest.raises(ParamError, match="probe.lengths=4096: exceeds the model's context of 2048 tokens: use "
+                       "lengths up to 2048") as err:
         build_probe(plain_tok, HAYSTACK, NEEDLE, 4096, 50, max_context=2048)
+    assert cli_message(err.value) == "--lengths 4096: exceeds the model's context of 2048 tokens: use lengths up to 2048"
     for depth in (-1, 100.5):
         with pytest.raises(RHeadsError, match="outside 0-100"):
             build_probe(plain_tok, HAYSTACK, NEEDLE, 500, depth)
@@ -229,8 +232,13 @@ def test_parse_grid() -> None:
     ],
 )
 def test_parse_grid_errors(spec: str, kind: str) -> None:
-    with pytest.raises(RHeadsError, match="e.g. "):
+    with pytest.raises(ParamError, match="e.g. ") as err:
         parse_grid(spec, kind)  # type: ignore[arg-type]
+    assert err.value.param == f"probe.{kind}" and "--" not in str(err.value)  # the library names no flag
+    assert cli_message(err.value).startswith(f"--{kind} {spec}: ")
+    with pytest.raises(ParamError) as err:
+        parse_grid(spec, kind, param=f"niah_probe.{kind}")  # type: ignore[arg-type]
+    assert cli_message(err.value).startswith(f"--niah-{kind} {spec}: ")
 
 
 # ---------------------------------------------------------------- needles

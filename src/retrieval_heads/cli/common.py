@@ -34,7 +34,8 @@ def add_probe_args(p: argparse.ArgumentParser, needles: str, lengths: str, depth
     p.add_argument("--template", default="default",
                    help="prompt template: default, paper, or a format string with {context} and {question}")
     add_chat_args(p)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42,
+                   help="probe seed: which needle goes in which (length, depth) cell (default: %(default)s)")
 
 
 def add_chat_args(p: argparse.ArgumentParser) -> None:
@@ -102,12 +103,19 @@ def load(a):
 def run_plan(run: Callable[..., dict], model, tokenizer, config, a, format_table: Callable[[dict], str],
              files: str) -> dict:
     """Run a planned experiment (ablate, kv-sweep, cot-experiment) with the shared --out/--only/--overwrite/
-    --batch-size arguments, print its table and where the results are."""
+    --batch-size arguments, print its table, a hint naming --only when parts were skipped because other
+    processes were writing them, and where the results are."""
     from pathlib import Path
 
-    summary = run(model, tokenizer, config, out=Path(a.out), only=parse_list(a.only), overwrite=a.overwrite,
+    only = parse_list(a.only)
+    summary = run(model, tokenizer, config, out=Path(a.out), only=only, overwrite=a.overwrite,
                   batch_size=a.batch_size)
     print(format_table(summary))
+    busy = [m for m in summary.get("missing") or [] if only is None or m in only]  # asked for, skipped as busy
+    if busy:
+        print(f"\n{len(busy)} parts were being written by other processes sharing {a.out} and were skipped here: "
+              "give each process its own parts with --only, and rerun this command once they finish for the "
+              "whole summary")
     print(f"\nresults in {a.out}/ ({files})")
     return summary
 

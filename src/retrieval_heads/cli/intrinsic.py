@@ -58,7 +58,7 @@ def build_config(a):
         detect_probe=detect_probe, niah_probe=niah_probe, threshold=threshold,
         base_run=str(a.base_run) if a.base_run else None, max_new_tokens=a.max_new_tokens,
         train=TrainConfig(seq_len=a.seq_len, batch_size=a.batch_size, steps=a.steps, lr=a.lr, warmup=a.warmup,
-                          save_every=a.save_every, seed=a.seed, text=a.haystack))
+                          save_every=a.save_every, seed=a.train_seed, text=a.haystack))
 
 
 def cmd_intrinsic(a) -> None:
@@ -94,7 +94,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--warmup", type=int, default=20, help="linear warmup steps, then cosine to 10%% of --lr")
     p.add_argument("--save-every", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0, help="training seed (data windows, RNG)")
+    p.add_argument("--train-seed", type=int, default=0, help="training seed: data windows and RNG (default: 0)")
     p.add_argument("--haystack", default="paul-graham",
                    help="the probes' haystack and the training text: a name, a .txt file or a directory")
     p.add_argument("--no-progress", action="store_true")

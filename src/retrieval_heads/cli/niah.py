@@ -1,8 +1,9 @@
 """The `rheads niah` and `rheads ablate` subcommands.
 
-`--seed` (from the shared probe flags) is the seed of the `random:K` draw here (`ablate` uses seeds
-`--seed .. --seed + --random-seeds - 1`); the needle order has its own `--needle-seed`, so runs with
-different masks see the same needles in the same cells.
+`--seed` (from the shared probe flags) is the probe seed: which needle goes in which cell, so runs with
+different masks see the same needles in the same cells. `--mask-seed` is the seed of the `random:K` draw
+(`ablate` uses seeds `--mask-seed .. --mask-seed + --random-seeds - 1`). Every flag is turned into the run's
+config, and checked, before the model loads.
 
 Left out on purpose: anything the library does not do; the handlers load the model once and print tables.
 """
@@ -13,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
-from .common import (add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan,
-                     sweep_kwargs)
+from .common import (add_model_args, add_out_args, add_probe_args, load, model_config, parse_list, probe_config,
+                     run_plan, sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
 
 _DEFAULT_KS = "0,5,10,20,50,100"
@@ -23,10 +24,7 @@ _DEFAULT_KS = "0,5,10,20,50,100"
 def _add_common(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_probe_args(p, needles="eval", lengths="1000:4000:4", depths="0:100:5", per_cell=1)
-    for action in p._actions:  # the shared --seed means the mask seed here (see the module docstring)
-        if "--seed" in action.option_strings:
-            action.help = "seed of the random:K mask draw (default: %(default)s)"
-    p.add_argument("--needle-seed", type=int, default=42, help="seed of the needle order (default: %(default)s)")
+    p.add_argument("--mask-seed", type=int, default=42, help="seed of the random:K mask draw (default: %(default)s)")
     p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
     p.add_argument("--ablation", default="zero", choices=sorted(BUILTIN_ABLATION_DOCS),
                    help=ablation_help())
@@ -39,18 +37,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean-ref-length", type=int, default=1000, help="ablation mean: tokens per window")
 
 
-def _probe(a):
-    return probe_config(a, seed=a.needle_seed)
-
-
 def cmd_niah(a) -> None:
-    from ..evals.niah import NiahConfig, format_summary, run_niah
+    mc, probe = model_config(a), probe_config(a)  # one-line errors before torch loads
+    from ..evals.niah import NiahConfig
 
-    kv = kv_kwargs(a)  # one-line errors before the model loads
-    mc, model, tokenizer = load(a)
-    config = NiahConfig(model=mc, probe=_probe(a), mask=a.mask, scores=a.scores, ablation=a.ablation,
-                        threshold=a.threshold, mask_seed=a.seed, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
-                        mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **kv)
+    config = NiahConfig(model=mc, probe=probe, mask=a.mask, scores=a.scores,
+                        ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
+                        max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop), mean_ref_prompts=a.mean_ref_prompts,
+                        mean_ref_length=a.mean_ref_length, **kv_kwargs(a))  # flag errors before the model loads
+    from ..evals.niah import format_summary, run_niah
+
+    _, model, tokenizer = load(a)
     summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_summary(summary))
     print(kv_line(summary))
@@ -58,12 +55,15 @@ def cmd_niah(a) -> None:
 
 
 def cmd_ablate(a) -> None:
-    from ..studies.ablate import AblateConfig, format_table, run_ablate
+    mc, probe = model_config(a), probe_config(a)  # one-line errors before torch loads
+    sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.mask_seed)
+    from ..studies.ablate import AblateConfig
 
-    sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.seed)
-    mc, model, tokenizer = load(a)
-    config = AblateConfig(model=mc, probe=_probe(a), max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
+    config = AblateConfig(model=mc, probe=probe, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                           mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **sweep)
+    from ..studies.ablate import format_table, run_ablate
+
+    _, model, tokenizer = load(a)
     run_plan(run_ablate, model, tokenizer, config, a, format_table,
              "summary.json, curve.png, classes.png, one NIAH run dir per mask")
 
@@ -71,7 +71,8 @@ def cmd_ablate(a) -> None:
 def add_parsers(sub) -> None:
     """Add `niah` and `ablate` to an argparse subparsers object."""
     p = sub.add_parser("niah", help="needle-in-a-haystack evaluation, optionally with heads masked",
-                       description="NIAH over a lengths x depths grid. --seed is the seed of a random:K mask.")
+                       description="NIAH over a lengths x depths grid. --seed places the needles, --mask-seed draws a "
+                       "random:K mask.")
     _add_common(p)
     p.add_argument("--mask", default="none", help="none, top:K, random:K (outside the retrieval set), "
                    "random-layer:K (outside it, in the top-K's layers) or heads:16-19,11-15 (layer-head list)")
@@ -81,7 +82,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("ablate", help="NIAH score vs K: top-K retrieval heads masked against K random heads",
                        description="For each K: NIAH with the top-K heads masked and with K random non-retrieval "
-                       "heads masked (--random-seeds draws, seeds from --seed). K=0 is the unmasked baseline.")
+                       "heads masked (--random-seeds draws, seeds from --mask-seed). K=0 is the unmasked baseline.")
     _add_common(p)
     p.add_argument("--k", default=_DEFAULT_KS, help="numbers of heads to mask (default: %(default)s)")
     p.add_argument("--random-seeds", type=int, default=3, help="random draws per K (default: %(default)s)")

@@ -1,8 +1,9 @@
 """The `rheads tasks`, `rheads eval`, `rheads cot-experiment` and `rheads extend-cut` subcommands.
 
-`--seed` is the seed of generated tasks (vartrack, wordproblems); the random:K mask draw has its own
-`--mask-seed`. `--batch-size` defaults to 8 on CUDA and 4 elsewhere; it does not change greedy results, so it
-is not part of the run's config and may change between a run and its resumption.
+`--item-seed` is the seed of generated task items (vartrack, wordproblems; the config's `seed`); the random:K
+mask draw has its own `--mask-seed`. Every flag is turned into the run's config before the model loads.
+`--batch-size` defaults to 8 on CUDA and 4 elsewhere; it does not change greedy results, so it is not part
+of the run's config and may change between a run and its resumption.
 
 Left out on purpose: anything the library does not do; the handlers load the model once and print tables.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..errors import RHeadsError
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
-from .common import add_chat_args, add_model_args, add_out_args, load, parse_list, run_plan, sweep_kwargs
+from .common import add_chat_args, add_model_args, add_out_args, load, model_config, parse_list, run_plan, sweep_kwargs
 
 _DEFAULT_KS = "0,10,20,50"
 
@@ -26,7 +27,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="take exemplars from this JSONL (the task's format, e.g. a GSM8K train file) instead of "
                    "the inline ones")
     p.add_argument("--steps", type=int, default=3, help="generated tasks: operations per item (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="generated tasks: item seed (default: %(default)s)")
+    p.add_argument("--item-seed", type=int, default=0,
+                   help="generated tasks: the seed of their items and exemplars (default: %(default)s)")
     add_chat_args(p)
     p.add_argument("--scores", default=None, help="score file for top/random masks: scores.json or a paper file")
     p.add_argument("--ablation", default="zero", choices=sorted(BUILTIN_ABLATION_DOCS),
@@ -48,36 +50,39 @@ def cmd_tasks(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from ..evals.taskeval import EvalConfig, format_summary, run_eval
-
     mode = a.mode
     if a.cot:
         if mode not in (None, "cot"):
             raise RHeadsError(f"--cot and --mode {mode} disagree: give one of them")
         mode = "cot"
-    mc, model, tokenizer = load(a)
+    mc = model_config(a)  # one-line errors before torch loads
+    from ..evals.taskeval import EvalConfig, format_summary, run_eval
+
     config = EvalConfig(model=mc, task=a.task, data=a.data, split=a.split, mode=mode, limit=a.limit, shots=a.shots,
-                        fewshot_file=a.fewshot_file, steps=a.steps, seed=a.seed, chat=a.chat, mask=a.mask,
+                        fewshot_file=a.fewshot_file, steps=a.steps, seed=a.item_seed, chat=a.chat, mask=a.mask,
                         scores=a.scores, ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
                         max_new_tokens=a.max_new_tokens, mean_ref_prompts=a.mean_ref_prompts,
                         stop_at_answer=a.stop_at_answer)
+    config.resolved()  # the task and its mode, before the model loads
+    _, model, tokenizer = load(a)
     summary = run_eval(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size, overwrite=a.overwrite)
     print(format_summary(summary))
     print(f"\nresults in {a.out}/ (items.jsonl, summary.json)")
 
 
 def cmd_cot_experiment(a) -> None:
+    mc = model_config(a)  # one-line errors before torch loads
+    sweep = sweep_kwargs(a, "rheads cot-experiment", _DEFAULT_KS, mask_seed=a.mask_seed)
     from ..studies.cot import CotConfig, format_table, run_cot_experiment
 
-    sweep = sweep_kwargs(a, "rheads cot-experiment", _DEFAULT_KS, mask_seed=a.mask_seed)
-    mc, model, tokenizer = load(a)
     config = CotConfig(model=mc, task=a.task, data=a.data, limit=a.limit,
-                       shots=a.shots, fewshot_file=a.fewshot_file, steps=a.steps, seed=a.seed,
+                       shots=a.shots, fewshot_file=a.fewshot_file, steps=a.steps, seed=a.item_seed,
                        closedbook_task=a.closedbook_task, closedbook_data=a.closedbook_data,
                        closedbook_limit=a.closedbook_limit, chat=a.chat, max_new_tokens_cot=a.max_new_tokens_cot,
                        max_new_tokens_direct=a.max_new_tokens_direct,
                        max_new_tokens_closedbook=a.max_new_tokens_closedbook, mean_ref_prompts=a.mean_ref_prompts,
                        copy_items=a.copy_items, modes=parse_list(a.modes), stop_at_answer=a.stop_at_answer, **sweep)
+    _, model, tokenizer = load(a)
     run_plan(run_cot_experiment, model, tokenizer, config, a, format_table,
              "summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run")
 

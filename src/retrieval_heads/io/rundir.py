@@ -2,8 +2,8 @@
 
 A run directory holds `config.json` (the run's metadata: format version, toolkit, the typed config and
 whatever keys the caller adds) and usually one JSONL file of records (a header line, then one record per
-sample or item). `claim_run_dir` refuses, in one line naming `--overwrite`, a directory whose metadata
-differs in any of the caller's `keys`:
+sample or item). `claim_run_dir` refuses, in one line (`ParamError` of `out`, advising `overwrite`), a
+directory whose metadata differs in any of the caller's `keys`:
 - `config`: the resolved typed config. A key the stored config lacks is accepted when the new config holds
   that key's default value (`defaults`): options added in later versions default to the old behaviour;
 - `model_key`: which model made it (name or path, dtype, family and shape), so a second model never reuses
@@ -14,7 +14,7 @@ A directory written by a newer format version is refused. `overwrite=True` delet
 
 While `open_run`'s writer is open the directory holds `.lock` (host, pid and the pid's start time): a second
 process opening it meanwhile gets `RunBusy`, a one-line error (sweeps skip that part instead, so processes
-sharing a sweep directory with overlapping `--only` never append to one file together). A lock whose process
+sharing a sweep directory with overlapping parts never append to one file together). A lock whose process
 has ended on this host is taken over, so a killed run resumes.
 
 Left out on purpose: locks across hosts beyond refusing (a lock from another host must be deleted by hand),
@@ -31,7 +31,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from ..version import FORMAT_VERSION
 from .jsonl import JsonlWriter, atomic_write_json, read_jsonl
 
@@ -40,7 +40,12 @@ LOCK = ".lock"
 
 
 class RunBusy(RHeadsError):
-    """Another live process is writing this run directory."""
+    """Another live process is writing this run directory. `what` says who holds it (no advice: a sweep that skips
+    the part prints it as it is; a command whose parts can be split adds how)."""
+
+    def __init__(self, what: str, advice: str):
+        self.what = what
+        super().__init__(f"{what}: {advice}")
 
 
 def _start_time(pid: int) -> str | None:
@@ -74,11 +79,11 @@ def _lock(out: Path) -> None:
     if isinstance(held, dict) and held.get("pid") != os.getpid():
         pid, host = held.get("pid"), held.get("host")
         if host != socket.gethostname():
-            raise RunBusy(f"{out} is locked by process {pid} on host {host}: wait for it, or delete {path} if "
-                          "nothing writes there now")
+            raise RunBusy(f"{out} is locked by process {pid} on host {host}",
+                          f"wait for it, or delete {path} if nothing writes there now")
         if isinstance(pid, int) and _alive(pid, held.get("start")):
-            raise RunBusy(f"{out} is being written by process {pid}: give this process other parts with --only, "
-                          "or wait for it")
+            raise RunBusy(f"{out} is being written by process {pid}",
+                          "wait for it to finish, or write to another directory")
     atomic_write_json(path, {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())})
     atexit.register(_unlock, path)
 
@@ -150,17 +155,17 @@ def claim_run_dir(out: str | Path, meta: dict, *, keys: tuple[str, ...] = ("conf
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise RHeadsError(f"{path} is not valid JSON: pass --overwrite to start over there, or another "
-                              "--out") from None
+            raise ParamError("out", str(out), "its config.json is not valid JSON: start over there ({overwrite}) "
+                             "or use another {out}") from None
         version = old.get("version", FORMAT_VERSION)
         if isinstance(version, int) and version > FORMAT_VERSION:
-            raise RHeadsError(f"{out} was written by a newer retrieval-heads (format {version}, this one reads "
-                              f"{FORMAT_VERSION}): upgrade, or pass --overwrite to start over there")
+            raise ParamError("out", str(out), f"written by a newer retrieval-heads (format {version}, this one reads "
+                             f"{FORMAT_VERSION}): upgrade, or start over there ({{overwrite}})")
         for key in keys:
             what = _mismatch(old, meta, key, defaults or {})
             if what:
-                raise RHeadsError(f"{out} holds a run with a different {what}: pass --overwrite to start over "
-                                  "there, or another --out")
+                raise ParamError("out", str(out), f"holds a run with a different {what}: start over there "
+                                 "({overwrite}) or use another {out}")
     atomic_write_json(path, meta)
     return out
 
@@ -172,7 +177,7 @@ def open_run(out: str | Path, meta: dict, *, keys: tuple[str, ...], jsonl: str, 
     locked until the writer closes (RunBusy while another live process holds it)."""
     out = Path(out)
     if out.exists():
-        _lock(out)  # before --overwrite may delete a directory another process is writing
+        _lock(out)  # before overwrite may delete a directory another process is writing
     out = claim_run_dir(out, meta, keys=keys, defaults=defaults, overwrite=overwrite)
     _lock(out)
     records = read_jsonl(out / jsonl)

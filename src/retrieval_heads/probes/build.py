@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from .needles import Needle, locate_answer
 from .templates import ResolvedTemplate, render_prompt, resolve_template
 from .tokens import encode, special_prefix, token_offsets, token_span
@@ -83,7 +83,8 @@ def build_probe(
 ) -> Probe:
     """A NIAH prompt of at most `length` tokens in total (usually within a few of it), needle at `depth` percent."""
     if max_context is not None and length > max_context:
-        raise RHeadsError(f"length {length} exceeds the model's context of {max_context} tokens: use --lengths up to {max_context}")
+        raise ParamError("probe.lengths", length, f"exceeds the model's context of {max_context} tokens: use "
+                         f"lengths up to {max_context}")
     if not 0 <= depth <= 100:
         raise RHeadsError(f"depth {depth} is outside 0-100: depths are percent of the context (0 = start, 100 = end)")
     if not haystack.strip():
@@ -112,10 +113,8 @@ def build_probe(
 
     minimum = len(assemble(0)[2])  # template + question + needle, no haystack
     if length < minimum:
-        raise RHeadsError(
-            f"length {length} is too small: the template, question and needle alone take {minimum} tokens; "
-            f"use --lengths of at least {minimum}"
-        )
+        raise ParamError("probe.lengths", length, f"too small: the template, question and needle alone take "
+                         f"{minimum} tokens; use lengths of at least {minimum}")
 
     # Fit the number n of haystack tokens so the whole prompt has <= length tokens, as close as we get.
     # Token counts are not additive at the seams (and the needle moves with n), so iterate on the miss.

@@ -1,5 +1,6 @@
-"""The sample grid: lengths x depths x needles per cell, parsed from `--lengths` / `--depths` specs, checked
-against the model's context, and the hash of the data it probes (`data_sha`).
+"""The sample grid: lengths x depths x needles per cell, parsed from "a,b,c" or "start:stop:count" specs, checked
+against the model's context, and the hash of the data it probes (`data_sha`). Bad values are `ParamError`s of
+`probe.lengths` / `probe.depths` (the CLI words them with its flags).
 
 Left out on purpose: building the prompts (`build.py`) and running them.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..config import ProbeConfig
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from .needles import Needle
 
 
@@ -46,34 +47,40 @@ def data_sha(haystack: str, needles: list[Needle]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def check_grid(probe: ProbeConfig, max_new_tokens: int, max_ctx: int) -> None:
-    """One-line errors for an empty grid or lengths the model's context cannot hold."""
+def check_grid(probe: ProbeConfig, max_new_tokens: int, max_ctx: int, param: str = "probe.lengths") -> None:
+    """One-line errors for an empty grid or lengths the model's context cannot hold (`param`: the lengths'
+    parameter name in the caller's config)."""
     if not probe.lengths or not probe.depths or probe.needles_per_cell < 1:
         raise RHeadsError("the grid is empty: give at least one length, one depth and needles_per_cell >= 1")
     if max_ctx and max(probe.lengths) + max_new_tokens > max_ctx:
-        raise RHeadsError(
-            f"length {max(probe.lengths)} + {max_new_tokens} new tokens exceeds the model's context of "
-            f"{max_ctx} tokens: use --lengths up to {max_ctx - max_new_tokens}"
-        )
+        raise ParamError(param, ",".join(map(str, probe.lengths)),
+                         f"length {max(probe.lengths)} + {max_new_tokens} new tokens exceeds the model's context of "
+                         f"{max_ctx} tokens: use lengths up to {max_ctx - max_new_tokens}")
 
 
 _GRID_EXAMPLES = {"lengths": "1000,2000,4000 or 1000:4000:4", "depths": "0,50,100 or 0:100:5"}
 
 
-def parse_grid(spec: str, kind: Literal["lengths", "depths"]) -> list[int | float]:
-    """Parse "a,b,c" or inclusive evenly spaced "start:stop:count". Lengths: positive ints; depths: 0-100."""
+def parse_grid(spec: str, kind: Literal["lengths", "depths"], param: str | None = None) -> list[int | float]:
+    """Parse "a,b,c" or inclusive evenly spaced "start:stop:count". Lengths: positive ints; depths: 0-100.
+    Errors are `ParamError`s of `param` (default `probe.lengths` / `probe.depths`)."""
     if kind not in _GRID_EXAMPLES:
         raise ValueError(f"kind must be 'lengths' or 'depths', not {kind!r}")
-    bad = f"bad --{kind} {spec!r}: write a comma list or start:stop:count, e.g. {_GRID_EXAMPLES[kind]}"
+    param = param or f"probe.{kind}"
+    example = f"e.g. {_GRID_EXAMPLES[kind]}"
+
+    def bad(advice: str = "write a comma list or start:stop:count") -> ParamError:
+        return ParamError(param, spec, f"{advice}, {example}")
+
     text = spec.strip()
     try:
         if ":" in text:
             parts = text.split(":")
             if len(parts) != 3 or "," in text:
-                raise RHeadsError(bad)
+                raise bad()
             start, stop, count_f = (float(p) for p in parts)
             if count_f != int(count_f) or count_f < 1 or (count_f == 1 and start != stop):
-                raise RHeadsError(f"{bad} (count must be a whole number >= 2)")
+                raise bad("write start:stop:count with a whole count >= 2, or a comma list")
             count = int(count_f)
             raw = [start] if count == 1 else [start + (stop - start) * i / (count - 1) for i in range(count)]
             if kind == "lengths":
@@ -81,18 +88,18 @@ def parse_grid(spec: str, kind: Literal["lengths", "depths"]) -> list[int | floa
         else:
             raw = [float(p) for p in text.split(",")]
     except (ValueError, OverflowError):
-        raise RHeadsError(bad) from None
+        raise bad() from None
     if not raw or not all(math.isfinite(v) for v in raw):
-        raise RHeadsError(bad)
+        raise bad()
     values: list[int | float] = []
     for v in raw:
         if kind == "lengths":
             if v != int(v) or v <= 0:
-                raise RHeadsError(f"bad --lengths {spec!r}: lengths are positive whole numbers of tokens, e.g. {_GRID_EXAMPLES[kind]}")
+                raise bad("lengths are positive whole numbers of tokens")
             value: int | float = int(v)
         else:
             if not 0 <= v <= 100:
-                raise RHeadsError(f"bad --depths {spec!r}: depths are percents from 0 to 100, e.g. {_GRID_EXAMPLES[kind]}")
+                raise bad("depths are percents from 0 to 100")
             v = round(v, 4)
             value = int(v) if v == int(v) else v
         if value not in values:

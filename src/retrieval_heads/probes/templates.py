@@ -15,7 +15,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -82,8 +82,8 @@ def decide_chat(tokenizer: Any, chat: bool | None, default: bool = True) -> bool
     `default` allows it; chat=True on a tokenizer without one is a one-line error."""
     has = bool(getattr(tokenizer, "chat_template", None))
     if chat and not has:
-        raise RHeadsError("this tokenizer has no chat template: build the prompt without chat (--no-chat) or use "
-                          "a chat model's tokenizer")
+        raise ParamError("chat", chat, "this tokenizer has no chat template: build the prompt without chat "
+                         "({no_chat}) or use a chat model's tokenizer")
     return (has and default) if chat is None else bool(chat)
 
 

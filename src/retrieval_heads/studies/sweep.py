@@ -146,7 +146,7 @@ def run_parts(parts: list[tuple[str, Callable[[], Any]]], progress: bool = True)
         try:
             call()
         except RunBusy as e:
-            print(f"skipped {name}: {e}", flush=True)
+            print(f"skipped {name}: {e.what}", flush=True)
 
 
 def finished(out: Path, runs: list[SweepRun]) -> dict[str, dict]:

@@ -90,7 +90,7 @@ def format_tasks_table() -> str:
     rows = [("task", "answer", "modes", "data", "description")]
     for name in task_names():
         s = _TASKS[name]
-        data = "generated (--steps, --seed)" if s.source == "generated" else \
+        data = "generated (--steps, --item-seed)" if s.source == "generated" else \
             (f"built in ({s.builtin})" if s.builtin else ("--data JSONL" + (f" or hub {s.hub[0]}" if s.hub else "")))
         rows.append((name, s.answer, ",".join(s.modes), data, s.description))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
