@@ -40,10 +40,10 @@ from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.build import build_probe
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
+from retrieval_heads.kvcache import make_policy, policy_names
 from retrieval_heads.kvcache.cache import build_cache, cache_bytes, full_cache_bytes
-from retrieval_heads.kvcache.policy import make_policy
 
-POLICIES = ("full", "retrieval", "random", "streaming")
+POLICIES = tuple(policy_names())  # the registered KV policies
 
 
 def _rss_kb(field: str) -> int:

@@ -293,3 +293,41 @@ def test_plain_controller_is_allowed():
     with AttentionController().activate(model):
         _, got = _generate(model, ids, mask, RetrievalHeadCache(model.config, _mixed(model), sink=2, recent=4))
     assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------- one cache per call
+
+
+def test_a_used_cache_is_refused_and_reset_makes_it_fresh():
+    model = _model("llama", "rheads")
+    ids, mask = _batch(30, pads=(0, 5))
+    fresh = RetrievalHeadCache(model.config, _mixed(model), sink=2, recent=5)
+    want_tok, want = _generate(model, ids, mask, fresh)
+    used = RetrievalHeadCache(model.config, _mixed(model), sink=2, recent=5)
+    _generate(model, ids, mask, used)
+    with pytest.raises(RHeadsError, match="already holds 35 tokens of an earlier generate call") as e:
+        _generate(model, ids, mask, used)
+    assert "\n" not in str(e.value)
+    used.reset()
+    assert used.get_seq_length() == 0 and used.nbytes() == 0 and used.peak_bytes == 0
+    tok, got = _generate(model, ids, mask, used)
+    assert torch.equal(tok, want_tok) and torch.equal(got, want)
+    assert used.peak_bytes == fresh.peak_bytes
+
+
+def test_the_documented_snippet_warns_nothing_about_the_cache_argument():
+    """README: `from retrieval_heads import RetrievalHeadCache` and `model.generate(ids, ..., cache=cache)`."""
+    import warnings
+
+    from retrieval_heads import RetrievalHeadCache as FromPackage
+
+    assert FromPackage is RetrievalHeadCache
+    model = _model("llama", "rheads")
+    scores = _scores(model)
+    cache = FromPackage.from_scores(model, scores, sink=4, recent=8)
+    ids, _ = _batch(20)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        output = model.generate(ids, max_new_tokens=5, cache=cache, do_sample=False, pad_token_id=0)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+    assert output.shape == (1, 25) and cache.peak_bytes == cache.nbytes() > 0

@@ -3,6 +3,7 @@ tests (marked) for the CLI errors and the real model's exactness."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -199,6 +200,29 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
         run_kv_sweep(model, tok, cfg, out, progress=False, only=["retrieval-r4"])
     with pytest.raises(RHeadsError, match="unknown KV policy"):
         run_kv_sweep(model, tok, KVSweepConfig(policies=["full", "h2o"]), tmp_path / "z", progress=False)
+
+
+def test_a_bad_sweep_writes_nothing_and_the_corrected_one_runs(model, tok, haystack_file, scores_file, tmp_path):
+    """Every check runs before --out is written (it was: config.json first, then the long lengths failed, and the
+    corrected command was refused as another run's folder)."""
+    good = KVSweepConfig(model=ModelConfig(model="tiny-llama"), probe=_probe(haystack_file, (160,), (50,)),
+                         scores=scores_file, policies=["full", "streaming"], recent_windows=[8],
+                         matched_streaming=False, kv=KVConfig(sink=2), max_new_tokens=3)
+    out = tmp_path / "sweep"
+    bad = [(dataclasses.replace(good, probe=_probe(haystack_file, (99999,), (50,))), "context"),
+           (dataclasses.replace(good, recent_windows=[-1]), "recent_windows=-1"),
+           (dataclasses.replace(good, policies=["full", "random"], kv=KVConfig(sink=2, top=40)), "only"),
+           (dataclasses.replace(good, scores=str(tmp_path / "none.json")), "no score file"),
+           (dataclasses.replace(good, kv=KVConfig(sink=2, prefill_chunk=16)), "kv.prefill window")]
+    for cfg, what in bad:
+        with pytest.raises(RHeadsError, match=what):
+            run_kv_sweep(model, tok, cfg, out, progress=False)
+        assert not out.exists()
+    with pytest.raises(RHeadsError, match="batch"):
+        run_kv_sweep(model, tok, good, out, progress=False, batch_size=0)
+    assert not out.exists()
+    summary = run_kv_sweep(model, tok, good, out, progress=False)
+    assert summary["missing"] == [] and [r["arm"] for r in summary["arms"]] == ["full", "streaming-r8"]
 
 
 def test_paired_diff_pairs_by_sample_id():

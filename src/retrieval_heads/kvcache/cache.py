@@ -154,8 +154,9 @@ def check_kv_model(model) -> None:
     """One line when the model does not run the registered attention a compressed cache needs."""
     impl = getattr(model.config, "_attn_implementation", None)
     if impl != ATTN_NAME:
-        raise RHeadsError(f"a compressed KV cache needs the '{ATTN_NAME}' attention but the model uses '{impl}': load "
-                          "it with retrieval_heads.load_model or call retrieval_heads.capture.attention.use_rheads(model)")
+        raise RHeadsError(f"a compressed KV cache needs the '{ATTN_NAME}' attention but the model uses '{impl}': "
+                          "load it with retrieval_heads.load_model or call "
+                          "retrieval_heads.capture.attention.use_rheads(model)")
 
 
 def _dims(config) -> tuple[int, int, int, list[str], list[dict]]:

@@ -50,7 +50,8 @@ def register_policy(name: str):
         raise RHeadsError(f"KV policy name {name!r}: use lower-case letters, digits and '_', starting with a letter")
 
     def decorate(cls: type) -> type:
-        _load_builtins()
+        if not cls.__module__.startswith(f"{__package__}.policies."):
+            _load_builtins()  # a name of user code is checked against the built-ins (not while they load)
         old = _POLICIES.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise RHeadsError(f"a KV policy named '{name}' is already registered ({old.__module__}.{old.__qualname__})"

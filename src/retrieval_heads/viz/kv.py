@@ -38,7 +38,8 @@ def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for r in rows:
         if r.get("recent") is None:
-            ax.axhline(r["mean_score"], color="black", ls="--", lw=1, label=f"{r['policy']} cache ({r['mean_score']:.1f})")
+            ax.axhline(r["mean_score"], color="black", ls="--", lw=1,
+                       label=f"{r['policy']} cache ({r['mean_score']:.1f})")
             ax.plot([100.0], [r["mean_score"]], "k*", ms=9)
     for policy, (style, color, label) in policy_styles(rows):
         pts = sorted((100 * r["kv_share"], r["mean_score"], r["ci95"], r["recent"]) for r in rows
