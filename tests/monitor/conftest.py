@@ -1,5 +1,6 @@
 """Shared fixtures of the monitor tests: a tiny random Llama with a BPE tokenizer trained on a word haystack and
-the counterfactual facts, and a score file that marks a few of its heads as retrieval heads."""
+the counterfactual facts, a score file that marks a few of its heads as retrieval heads, and both saved to a
+directory for the CLI (`model_dir`: the model, scores.json, and other.json of another shape)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,13 @@ def scores() -> HeadScores:
 @pytest.fixture(scope="session")
 def haystack() -> str:
     return HAYSTACK
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, model, tok):
+    d = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    make_scores().save(d / "scores.json")
+    make_scores(L=5).save(d / "other.json")
+    return d

@@ -12,20 +12,9 @@ from retrieval_heads.cli.main import main
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.io.jsonl import read_jsonl
 from retrieval_heads.monitor.batch import read_items
-from conftest import make_scores
 
 CONTEXT = "The key to the Ashcombe observatory is kept under a loose floor tile. The river town had an old market."
 QUESTION = "Where is the key to the Ashcombe observatory kept?"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model, tok):
-    d = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    make_scores().save(d / "scores.json")
-    make_scores(L=5).save(d / "other.json")
-    return d
 
 
 def _write(path, rows):

@@ -14,7 +14,8 @@ With `all_heads=True` it also keeps, per head, what the baselines need: the copy
 lookback ratio (mean attention on the prompt over mean attention on the generated tokens, Lookback Lens) and the
 attention on the previous position (RAUQ).
 
-Left out on purpose: turning signals into scores and verdicts (`score.py`), batches (one prompt at a time).
+Left out on purpose: turning signals into scores and verdicts (`signals/`, `rules.py`), batches (one prompt at a
+time).
 """
 
 from __future__ import annotations

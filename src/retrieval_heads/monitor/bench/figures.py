@@ -1,7 +1,7 @@
 """The benchmark's figures: answer-level ROC curves of the monitor against the main baselines, and AUROC with its
 bootstrap 95% interval for every detector, per subset, each labelled with its number of answers.
 
-Left out on purpose: computing metrics (evaluate.py / metrics.py) and interactive plots.
+Left out on purpose: computing metrics (evaluation.py / metrics.py) and interactive plots.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ def plan(lengths: list[int], depths: list[float], *, niah_per_cell: int = 2, cf_
     bad = [d for d in depths if not 0 <= d <= 100]
     if bad:
         raise ParamError("depths", depths, "depths are percent of the context, 0 to 100")
-    counts = {"niah_per_cell": niah_per_cell, "cf_per_cell": cf_per_cell, "unanswerable_per_cell": unanswerable_per_cell}
+    counts = {"niah_per_cell": niah_per_cell, "cf_per_cell": cf_per_cell,
+              "unanswerable_per_cell": unanswerable_per_cell}
     for k, v in counts.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ParamError(k, v, "give a whole number of depths per cell, >= 0")

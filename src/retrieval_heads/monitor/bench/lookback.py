@@ -2,14 +2,15 @@
 ratio, trained on labelled answers.
 
 A head's lookback ratio at answer token t is its mean attention per prompt token over (that + its mean attention
-per generated token), recorded during generation (`signals.Recording`); an answer's features are each head's
+per generated token), recorded during generation (`recording.Recording`); an answer's features are each head's
 ratio averaged over the answer's tokens (the paper's span features), L x H numbers. The classifier is the
 paper's: scikit-learn's LogisticRegression on standardized features.
 - in-domain (`out_of_fold`): two folds split by source (needle or fact, so no source is in both), each fold
   scored by the model fitted on the other;
 - other task (`transfer`): fitted on every labelled answer of one task, scored on the other task's.
 Token level (`window_features`): the same classifier applied to each token's ratios averaged over the last 8
-tokens (the paper's 8-token chunks).
+tokens (the paper's 8-token chunks). The settings and their columns are the registry's `lookback` signal
+(`signals/lookback.py`); this module is the classifier it fits.
 
 Left out on purpose: the paper's classifier-guided decoding, and any tuning of the regression (defaults only).
 """

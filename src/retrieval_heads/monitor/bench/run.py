@@ -142,8 +142,8 @@ def prepare(model, tokenizer, config: BenchConfig) -> tuple[list[BenchItem], Mon
             shortest[key] = it
     for it in shortest.values():
         mon.check(materialize(it, tokenizer, haystack, config.template, config.chat, max_ctx or None), it.question)
-    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "model_key": model_key(model),
-            "model": model_meta(model), "items": len(items),
+    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
+            "model_key": model_key(model), "model": model_meta(model), "items": len(items),
             "head_sets": {PRIMARY_SET: [f"{l}-{h}" for l, h in scores.above(config.threshold)],
                           **{k: [f"{l}-{h}" for l, h in v] for k, v in sets.items() if k != "all"}}}
     return items, mon, haystack, meta

@@ -1,4 +1,4 @@
-"""Markdown tables of a benchmark summary (evaluate.py): one table per main subset with every signal, and a
+"""Markdown tables of a benchmark summary (evaluation.py): one table per main subset with every signal, and a
 per-length table of the monitor against the main baselines.
 
 Left out on purpose: computing anything; this only formats summary.json.
