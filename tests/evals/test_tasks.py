@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from retrieval_heads.cli.flags import cli_message
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.evals.tasks.loading import load_exemplars, load_items
 from retrieval_heads.evals.tasks.numbers import extract_number, normalize_number, numbers_equal
@@ -196,10 +197,12 @@ def test_loading_errors(tmp_path, monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_datasets)
-    with pytest.raises(RHeadsError, match="pass --data a local JSONL"):
+    with pytest.raises(RHeadsError, match="pass a local JSONL file as data") as e:
         load_items(spec, "openai/gsm8k")
-    with pytest.raises(RHeadsError, match="needs --data"):
+    assert cli_message(e.value).startswith("--data openai/gsm8k: ") and cli_message(e.value).endswith("as --data")
+    with pytest.raises(RHeadsError, match="needs data: a local JSONL file as data") as e:
         load_items(get_task("qa"))
+    assert "--" not in str(e.value) and "as --data" in cli_message(e.value)
 
 
 def test_registry():

@@ -17,7 +17,7 @@ from retrieval_heads.errors import RHeadsError
 from retrieval_heads.studies.cot import CotConfig, format_table, run_cot_experiment
 from retrieval_heads.evals.taskeval import EvalConfig, prepare, run_eval
 from retrieval_heads.heads.scores import HeadScores
-from retrieval_heads.studies.extend import extend_experiment, extend_run, format_extended
+from retrieval_heads.studies.extend import check_extend, extend_experiment, extend_run, format_extended
 from retrieval_heads.capture.attention import use_rheads
 from retrieval_heads.capture.controller import AttentionController
 from retrieval_heads.capture.decoding import generate_batch
@@ -119,6 +119,12 @@ def test_extend_experiment_matches_masked_runs_at_the_higher_limit(model, tok, t
     run_cot_experiment(model, tok, cfg, tmp_path / "exp", batch_size=4, progress=False)
     with pytest.raises(RHeadsError, match="not a part"):
         extend_experiment(model, tok, tmp_path / "exp", M, tmp_path / "ext", only=["cot/top-k3"], progress=False)
+    with pytest.raises(RHeadsError, match="not above the run's limit"):  # every part is checked before out is claimed
+        extend_experiment(model, tok, tmp_path / "exp", N, tmp_path / "ext", progress=False)
+    assert not (tmp_path / "ext").exists()
+    with pytest.raises(RHeadsError, match="not above the run's limit"):  # and before a model loads, in the CLI
+        check_extend(tmp_path / "exp", N)
+    check_extend(tmp_path / "exp", M, only=["cot/top-k2"])
     s = extend_experiment(model, tok, tmp_path / "exp", M, tmp_path / "ext", batch_size=4, progress=False)
     assert sorted(s["runs"]) == ["cot/k0-baseline", "cot/random-k2-seed0", "cot/top-k2"] and not s["missing"]
     assert s["extend_config"] == {"run": str(tmp_path / "exp"), "max_new_tokens": M}

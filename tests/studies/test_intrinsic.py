@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from retrieval_heads.cli.flags import cli_message
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.probes.needles import get_needles
 from retrieval_heads.io.jsonl import read_jsonl
@@ -96,7 +97,19 @@ def test_full_pipeline_and_errors(tiny_dir, tmp_path):
     assert run(args)["seconds"] == s["seconds"]  # everything done: skipped, no new time
     with pytest.raises(RHeadsError, match="different config"):
         run([*args, "--steps", "7"])
-    with pytest.raises(RHeadsError, match="--rope"):
+    with pytest.raises(RHeadsError, match="rope='cubic:2'") as e:
         run([*args, "--rope", "cubic:2"])
+    assert cli_message(e.value).startswith("--rope cubic:2: write linear:F")
     with pytest.raises(RHeadsError, match="needs the output of stage extend"):
         run(_args(model, hay, tmp_path / "c", "--stages", "train"))
+
+
+def test_flags_train_seed_and_grid_errors_name_their_flag():
+    a = build_parser().parse_args(["intrinsic", "--train-seed", "3"])
+    assert build_config(a).train.seed == 3
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["intrinsic", "--seed", "3"])  # the training seed is --train-seed
+    for flag in ("--niah-lengths", "--detect-depths"):
+        with pytest.raises(RHeadsError) as e:
+            build_config(build_parser().parse_args(["intrinsic", flag, "1:x"]))
+        assert cli_message(e.value).startswith(f"{flag} 1:x: write a comma list")

@@ -17,13 +17,10 @@ from .common import add_out_args, parse_list
 from ..studies.intrinsic.config import DEFAULT_ROPE, STAGES
 
 
-def _grid(spec: str, kind: str, flag: str) -> list:
+def _grid(spec: str, kind: str, probe: str) -> list:
     from ..probes.grid import parse_grid
 
-    try:
-        return parse_grid(spec, kind)
-    except RHeadsError as e:
-        raise RHeadsError(str(e).replace(f"--{kind}", flag, 1)) from None
+    return parse_grid(spec, kind, param=f"{probe}.{kind}")  # its errors name --detect-lengths etc. (flags.py)
 
 
 def build_config(a):
@@ -44,11 +41,11 @@ def build_config(a):
         raise RHeadsError(f"need 0 <= --warmup < --steps and --lr > 0 (got warmup {a.warmup}, steps {a.steps}, "
                           f"lr {a.lr})")
     detect_probe = ProbeConfig(haystack=a.haystack, needles_per_cell=a.detect_needles_per_cell,
-                               lengths=_grid(a.detect_lengths, "lengths", "--detect-lengths"),
-                               depths=_grid(a.detect_depths, "depths", "--detect-depths"))
+                               lengths=_grid(a.detect_lengths, "lengths", "detect_probe"),
+                               depths=_grid(a.detect_depths, "depths", "detect_probe"))
     niah_probe = ProbeConfig(haystack=a.haystack, needles="eval", needles_per_cell=1,
-                             lengths=_grid(a.niah_lengths, "lengths", "--niah-lengths"),
-                             depths=_grid(a.niah_depths, "depths", "--niah-depths"))
+                             lengths=_grid(a.niah_lengths, "lengths", "niah_probe"),
+                             depths=_grid(a.niah_depths, "depths", "niah_probe"))
     threshold = 0.1
     if a.base_run:  # its grid and threshold replace the --detect-* flags, so that the two runs are comparable
         base = base_detect_config(a.base_run)

@@ -91,16 +91,17 @@ def cmd_extend_cut(a) -> None:
     import json
 
     from ..config import ModelConfig
-    from ..studies.cot import format_table
-    from ..studies.extend import extend_experiment, extend_run, format_extended
-    from ..models.loading import load_model
 
     run = Path(a.run)
     if not (run / "config.json").exists():
         raise RHeadsError(f"{run} is not a run directory (no config.json): give an eval or cot-experiment --out")
     single = (run / "items.jsonl").exists()
-    if single and a.only:
-        raise RHeadsError("--only picks the parts of a cot-experiment directory; an eval run has none")
+    from ..studies.extend import check_extend, extend_experiment, extend_run, format_extended
+
+    check_extend(run, a.max_new_tokens, parse_list(a.only))  # before the model loads
+    from ..models.loading import load_model
+    from ..studies.cot import format_table
+
     mc = ModelConfig.from_dict(json.loads((run / "config.json").read_text())["config"]["model"])
     if a.device or a.device_map:  # the device may change; the model and its dtype may not (the runs are merged)
         mc = ModelConfig(model=mc.model, device=a.device or mc.device, dtype=mc.dtype,

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from ..config import ProbeConfig
-from ..errors import RHeadsError
+from ..errors import ParamError
 from ..io.jsonl import JsonlWriter
 from ..models.info import eos_ids, model_dims
 from ..probes.build import Probe, build_probe
@@ -56,7 +56,7 @@ def prepare(model, tokenizer, probe: ProbeConfig, max_new_tokens: int, stop: lis
     """One-line errors first (model not on the registered attention, batch size, grid, context), then the data."""
     check_model(model)
     if batch_size < 1:
-        raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
+        raise ParamError("batch_size", batch_size, "must be at least 1")
     L, H, max_ctx = model_dims(model)
     check_grid(probe, max_new_tokens, max_ctx)
     needles = get_needles(probe.needles)

@@ -12,7 +12,8 @@ first `mean_ref_prompts` prompts of the run itself, unmasked (recorded under `me
 Outputs in `out`: config.json (the resolved config, the masked heads, a hash of the items), items.jsonl (a
 header, then one record per item with the prompt, generation, extracted answer and correctness, flushed per
 item: rerunning the same config skips the items already there), summary.json (`accuracy` in [0, 1] and
-`n`, plus counts, the mask and the model's shape).
+`n`, plus counts, the mask and the model's shape). `check_eval` makes every check of a run without writing
+anything (`run_eval` calls it before creating `out`; `cot` calls it for each mode before claiming its own).
 
 Left out on purpose: sampling and self-consistency (greedy only), stop strings during decoding (a plain
 prompt's continuation is cut at the next "Question:" before extraction), and sorting prompts by length.
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
@@ -94,7 +95,7 @@ def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]
         unknown = set(config.only_ids) - {it.id for it in items}
         if unknown:
             raise RHeadsError(f"{len(unknown)} item ids to run are not among the task's items (e.g. "
-                              f"{sorted(unknown)[0]!r}): the data or --limit changed since the run was made")
+                              f"{sorted(unknown)[0]!r}): the data or the item limit changed since the run was made")
         keep = set(config.only_ids)
         items = [it for it in items if it.id in keep]  # in the task's order
     shots = load_exemplars(spec, config.shots or 0, config.fewshot_file, steps=config.steps, seed=config.seed)
@@ -102,29 +103,54 @@ def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]
     return items, [build_prompt(tokenizer, it, config.mode, shots, chat) for it in items]
 
 
-def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None, *, batch_size: int | None = None,
-             progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Evaluate `config` on a loaded model; returns the summary (also written to out/summary.json)."""
+@dataclass
+class EvalPlan:
+    """A resolved config checked against a loaded model: its mask, items and prompts (see `check_eval`)."""
+
+    config: EvalConfig
+    heads: list[tuple[int, int]]
+    ctl: AttentionController
+    items: list[Item]
+    prompts: list[TaskPrompt]
+    batch_size: int
+
+
+def check_eval(model, tokenizer, config: EvalConfig, batch_size: int | None = None) -> EvalPlan:
+    """Every check of a run before anything is written: the model, batch size, task and mode, mask and ablation
+    mode, items and prompts, and the longest prompt against the model's context (one-line errors)."""
     check_model(model)
     config = config.resolved()
     spec = get_task(config.task)
-    mode = config.mode
-    assert mode is not None and config.max_new_tokens is not None
+    assert config.mode is not None and config.max_new_tokens is not None
     batch_size = batch_size or default_batch_size(model)
     if batch_size < 1:
-        raise RHeadsError(f"--batch-size must be at least 1 (got {batch_size})")
+        raise ParamError("batch_size", batch_size, "must be at least 1")
+    if config.stop_at_answer and spec.answer != "number":
+        raise RHeadsError(f"stop_at_answer needs a number task; {config.task!r} has text answers")
     L, H, max_ctx = model_dims(model)
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     items, prompts = prepare(tokenizer, config)
     longest = max(len(p.input_ids) for p in prompts)
     if max_ctx and longest + config.max_new_tokens > max_ctx:
-        raise RHeadsError(f"the longest prompt ({longest} tokens) + {config.max_new_tokens} new tokens exceeds the "
-                          f"model's context of {max_ctx}: use fewer --shots or a smaller --max-new-tokens")
+        raise ParamError("max_new_tokens", config.max_new_tokens, f"the longest prompt ({longest} tokens) + "
+                         f"{config.max_new_tokens} new tokens exceeds the model's context of {max_ctx}: use fewer "
+                         "{shots} or a smaller {max_new_tokens}")
+    return EvalPlan(config, heads, ctl, items, prompts, batch_size)
+
+
+def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None, *, batch_size: int | None = None,
+             progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate `config` on a loaded model; returns the summary (also written to out/summary.json). Everything is
+    checked (`check_eval`) before `out` is created."""
+    plan = check_eval(model, tokenizer, config, batch_size)
+    config, heads, ctl, items, prompts, batch_size = (plan.config, plan.heads, plan.ctl, plan.items, plan.prompts,
+                                                      plan.batch_size)
+    spec = get_task(config.task)
+    mode = config.mode
+    assert mode is not None and config.max_new_tokens is not None
     eos = eos_ids(model, tokenizer)
     pad = pad_id(tokenizer, eos)
-    if config.stop_at_answer and spec.answer != "number":
-        raise RHeadsError(f"stop_at_answer needs a number task; {config.task!r} has text answers")
     stop = answer_line_complete if config.stop_at_answer else None
     mean_info = None
     if config.ablation == "mean" and heads:

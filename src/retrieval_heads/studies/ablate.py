@@ -13,6 +13,9 @@ run, over seeds then cells for a control), `top_minus_random` ... (the top-K mea
 interval paired over cells) and the response classes; runs not finished yet are listed
 under `missing`), curve.png (mean score vs K per kind, with the intervals) and classes.png.
 
+Everything (scores, K, seeds, controls, the grid against the model's context, the data) is checked before
+`out` is claimed.
+
 Left out on purpose: other head-selection baselines (bottom-K) and significance tests.
 """
 
@@ -33,6 +36,7 @@ from ..scoring.judge import RESPONSE_CLASSES
 from ..version import FORMAT_VERSION, __version__
 from ..viz.sweeps import classes_plot, curve_plot
 from .means import MeanReference, mean_reference, mean_reference_info
+from ..evals.grid import prepare
 from ..evals.niah import NiahConfig, niah_probe, run_niah
 from .sweep import SweepConfig, SweepRun, aggregate, check_only, check_sweep, finished, plan, row, run_parts
 
@@ -64,6 +68,7 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     scores = check_sweep(config, L, H, "rheads ablate")
     runs = plan(config)
     check_only(only, [r.name for r in runs])
+    prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)  # grid, context, data
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()},
                         defaults={"config": config.defaults()}, overwrite=overwrite)
 

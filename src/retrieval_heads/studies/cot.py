@@ -35,7 +35,7 @@ from typing import Any
 
 from ..analysis.stats import format_diff
 from ..config import ModelConfig
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import claim_run_dir
 from ..models.info import model_dims, model_name
@@ -43,7 +43,7 @@ from ..capture.attention import check_model
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
 from .copyshare import copy_share
-from ..evals.taskeval import EvalConfig, prepare, run_eval
+from ..evals.taskeval import EvalConfig, check_eval, run_eval
 from .sweep import SweepConfig, aggregate, check_only, check_sweep, finished, plan, run_parts
 from ..evals.tasks.registry import get_task
 
@@ -98,7 +98,7 @@ def _validate(config: CotConfig, num_layers: int, num_heads: int):
     """Fail before running anything: scores of the model's shape, drawable K, tasks with the needed modes."""
     bad = [m for m in config.modes if m not in MODES]
     if bad or not config.modes:
-        raise RHeadsError(f"bad --modes {','.join(config.modes)}: use some of {','.join(MODES)}")
+        raise ParamError("modes", ",".join(config.modes), f"use some of {','.join(MODES)}")
     scores = check_sweep(config, num_layers, num_heads, "rheads cot-experiment")
     task, cb = get_task(config.task), get_task(config.closedbook_task)
     need = {m for m in config.modes if m != "closedbook"}
@@ -120,8 +120,8 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     scores = _validate(config, L, H)
     parts = runs_of(config)
     check_only(only, [r.name for _, r in parts] + ["copy"])
-    for mode in config.modes:  # data problems surface before the first run starts
-        prepare(tokenizer, config.eval_config(mode).resolved())
+    for mode in config.modes:  # data, prompt and context problems surface before `out` is claimed
+        check_eval(model, tokenizer, config.eval_config(mode), batch_size)
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()},
                         defaults={"config": config.defaults()}, overwrite=overwrite)
 

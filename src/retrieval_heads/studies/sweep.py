@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import Config
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from ..heads.masks import KINDS, load_sweep_scores
 from ..heads.scores import HeadScores
 from ..io.rundir import RunBusy
@@ -72,16 +72,17 @@ def plan(config: SweepConfig, prefix: str = "") -> list[SweepRun]:
 def check_sweep(config: SweepConfig, num_layers: int, num_heads: int, what: str) -> HeadScores:
     """Fail before running anything: scores of the model's shape, valid K, seeds, controls and mode."""
     if not config.scores:
-        raise RHeadsError(f"{what} needs --scores: a scores.json from `rheads detect` or a paper score file")
+        raise RHeadsError(f"{what} needs scores: a scores.json from `rheads detect` or a paper score file")
     if not config.ks or any(k < 0 for k in config.ks):
-        raise RHeadsError(f"bad --k {config.ks}: give K values >= 0, e.g. 0,5,10,20,50")
+        raise ParamError("ks", ",".join(map(str, config.ks)), "give K values >= 0, e.g. 0,5,10,20,50")
     if config.random_seeds < 1:
-        raise RHeadsError("--random-seeds must be at least 1")
+        raise ParamError("random_seeds", config.random_seeds, "must be at least 1")
     bad = [c for c in config.controls if c not in CONTROLS]
     if bad:
-        raise RHeadsError(f"unknown control {', '.join(bad)}: use {' and/or '.join(CONTROLS)}")
+        raise ParamError("controls", ",".join(config.controls), f"unknown control {', '.join(bad)}: use "
+                         f"{' and/or '.join(CONTROLS)}")
     if config.ablation not in ABLATION_MODES:
-        raise RHeadsError(f"unknown ablation mode '{config.ablation}': use one of {', '.join(ABLATION_MODES)}")
+        raise ParamError("ablation", config.ablation, f"unknown ablation mode: use one of {', '.join(ABLATION_MODES)}")
     kinds = ("top", *config.controls)
     assert all(k in KINDS for k in kinds)
     return load_sweep_scores(config.scores, config.ks, num_layers, num_heads, threshold=config.threshold,
@@ -131,15 +132,15 @@ def check_only(only: list[str] | None, names: list[str]) -> None:
     if only is None:
         return
     if not only:
-        raise RHeadsError(f"--only names no part; the parts are {','.join(names)}")
+        raise ParamError("only", "", f"names no part; the parts are {','.join(names)}")
     unknown = sorted(set(only) - set(names))
     if unknown:
-        raise RHeadsError(f"--only {','.join(unknown)}: not a part of this experiment; the parts are {','.join(names)}")
+        raise ParamError("only", ",".join(unknown), f"not a part of this experiment; the parts are {','.join(names)}")
 
 
 def run_parts(parts: list[tuple[str, Callable[[], Any]]], progress: bool = True) -> None:
     """Run each (name, call) in order, printing "[i/n] name"; a part whose directory another live process is
-    writing (`RunBusy`) is skipped with a line saying so, so processes sharing one --out can overlap."""
+    writing (`RunBusy`) is skipped with a line saying so, so processes sharing one directory can overlap."""
     for i, (name, call) in enumerate(parts, 1):
         if progress:
             print(f"[{i}/{len(parts)}] {name}", flush=True)

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from ...errors import RHeadsError
+from ...errors import ParamError, RHeadsError
 from .numbers import normalize_number
 from .registry import Item, TaskSpec
 
@@ -65,15 +65,15 @@ def _hub_records(dataset: str, config: str | None, split: str) -> list[dict[str,
     try:
         import datasets  # noqa: F401
     except ImportError:
-        raise RHeadsError(f"loading the hub dataset {dataset!r} needs the `datasets` package, which is not "
-                          "installed: pass --data a local JSONL file") from None
+        raise ParamError("data", dataset, "loading a hub dataset needs the `datasets` package, which is not "
+                         "installed: pass a local JSONL file as {data}") from None
     from datasets import load_dataset
 
     try:
         ds = load_dataset(dataset, config, split=split)
     except Exception as e:  # network, unknown id, unknown split: all end the same way for the user
-        raise RHeadsError(f"could not load the hub dataset {dataset!r} ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}): pass --data a local JSONL file") from None
+        raise ParamError("data", dataset, f"could not load the hub dataset ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}): pass a local JSONL file as {{data}}") from None
     return [dict(r) for r in ds]
 
 
@@ -93,17 +93,17 @@ def resolve_data(spec: TaskSpec, data: str | None) -> str:
             return str(Path(cand))
     if spec.hub:
         return f"hub:{spec.hub[0]}"
-    raise RHeadsError(f"task {spec.name!r} needs --data: a local JSONL file")
+    raise ParamError("data", data, f"task {spec.name!r} needs data: a local JSONL file as {{data}}")
 
 
 def load_items(spec: TaskSpec, data: str | None = None, *, limit: int | None = None, steps: int = 3,
                seed: int = 0, split: str | None = None) -> list[Item]:
     """The task's items, the first `limit` of them. Generated tasks use (seed, steps); file tasks `data`."""
     if limit is not None and limit < 1:
-        raise RHeadsError(f"--limit must be at least 1 (got {limit})")
+        raise ParamError("limit", limit, "must be at least 1")
     if spec.source == "generated":
         if steps < 1:
-            raise RHeadsError(f"--steps must be at least 1 (got {steps})")
+            raise ParamError("steps", steps, "must be at least 1")
         n = limit or spec.default_limit
         return [_generated(spec, seed, steps, i, "test") for i in range(n)]
     where = resolve_data(spec, data)
@@ -138,8 +138,8 @@ def load_exemplars(spec: TaskSpec, n: int, fewshot_file: str | None = None, *, s
     else:
         pool = list(spec.exemplars)
     if len(pool) < n:
-        raise RHeadsError(f"asked for {n} few-shot exemplars but only {len(pool)} are available for task "
-                          f"{spec.name!r}: use --shots {len(pool)} or give --fewshot-file")
+        raise ParamError("shots", n, f"only {len(pool)} few-shot exemplars are available for task {spec.name!r}: "
+                         f"use {{shots}} {len(pool)} or give {{fewshot_file}}")
     return pool[:n]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ...errors import RHeadsError
+from ...errors import ParamError, RHeadsError
 from ...io.jsonl import atomic_write_json
 from ...models.loading import load_model
 from ...probes.haystack import get_haystack
@@ -29,8 +29,8 @@ def parse_rope(spec: str) -> tuple[str, float]:
     except ValueError:
         factor = 0.0
     if kind not in ("linear", "theta") or factor <= 1.0:
-        raise RHeadsError(f"bad --rope {spec!r}: write linear:F (position interpolation) or theta:F (rope_theta x F), "
-                          "F > 1, e.g. linear:4")
+        raise ParamError("rope", spec, "write linear:F (position interpolation) or theta:F (rope_theta x F), F > 1, "
+                         "e.g. linear:4")
     return kind, factor
 
 
@@ -52,7 +52,8 @@ def extend_rope(config, spec: str, context_factor: float) -> None:
         elif d["rope_type"] == "linear":
             d["factor"] = float(d["factor"]) * factor
         else:
-            raise RHeadsError(f"cannot stack linear scaling on rope_type {d['rope_type']!r}: use --rope theta:F")
+            raise ParamError("rope", f"linear:{factor:g}", f"cannot stack linear scaling on rope_type "
+                             f"{d['rope_type']!r}: use theta:F")
     cfg.max_position_embeddings = int(round(cfg.max_position_embeddings * context_factor))
 
 
@@ -89,10 +90,10 @@ def stage_extend(cfg: IntrinsicConfig, out: Path) -> None:
     ratios = {n: (rope0["inv_freq"][n] / rope1["inv_freq"][n]) for n in rope0["inv_freq"]}  # [head_dim/2] each
     if all(torch.allclose(r, torch.ones_like(r)) for r in ratios.values()) and \
             rope0["attention_scaling"] == rope1["attention_scaling"]:
-        raise RHeadsError(f"--rope {cfg.rope} did not change the rotary embeddings of the reloaded model: "
-                          "this transformers version reads RoPE settings elsewhere")
+        raise ParamError("rope", cfg.rope, "did not change the rotary embeddings of the reloaded model: this "
+                         "transformers version reads RoPE settings elsewhere")
     if dlogit < 1e-4:
-        raise RHeadsError(f"--rope {cfg.rope} changed inv_freq but not the logits (max diff {dlogit:.1e})")
+        raise ParamError("rope", cfg.rope, f"changed inv_freq but not the logits (max diff {dlogit:.1e})")
     info = {"rope": cfg.rope, "rope_parameters_before": before, "rope_parameters_after":
             dict(ext.config.get_text_config().rope_parameters), "max_position_embeddings": [max0,
             ext.config.get_text_config().max_position_embeddings],

@@ -68,7 +68,7 @@ import numpy as np
 from ...analysis.compare import CompareConfig, compare, format_table, run_source, write_compare
 from ...analysis.runs import load_run
 from ...config import DetectConfig, ModelConfig
-from ...errors import RHeadsError
+from ...errors import ParamError, RHeadsError
 from ...io.jsonl import atomic_write_json, read_jsonl
 from ...io.rundir import claim_run_dir
 from ...models.loading import load_model
@@ -116,7 +116,7 @@ def stage_compare(cfg: IntrinsicConfig, out: Path) -> dict[str, Any]:
 def base_detect_config(run_dir: str) -> DetectConfig:
     path = Path(run_dir) / "config.json"
     if not path.exists():
-        raise RHeadsError(f"--base-run {run_dir} is not a detect run directory (no config.json there)")
+        raise ParamError("base_run", run_dir, "not a detect run directory (no config.json there)")
     return DetectConfig.from_dict(json.loads(path.read_text())["config"])
 
 
@@ -157,7 +157,7 @@ def needs(stage: str, cfg: IntrinsicConfig, out: Path) -> None:
            "compare": "after-detect"}.get(stage)
     for p in [pre] + (["base-detect"] if stage == "compare" else []):
         if p and not is_done(p, cfg, out):
-            raise RHeadsError(f"stage {stage} needs the output of stage {p}: run it first (add it to --stages)")
+            raise RHeadsError(f"stage {stage} needs the output of stage {p}: run it first (add it to the stages)")
 
 
 def _json(path: Path) -> dict | None:
@@ -218,8 +218,8 @@ def run_intrinsic(cfg: IntrinsicConfig, out: str | Path, stages: list[str] | Non
     stages = list(STAGES) if stages is None else stages
     bad = [s for s in stages if s not in STAGES]
     if bad or not stages:
-        raise RHeadsError(f"unknown stage(s) {', '.join(bad) or '(none)'} in --stages: choose from "
-                          f"{', '.join(STAGES)}")
+        raise ParamError("stages", ",".join(stages), f"unknown stage(s) {', '.join(bad) or '(none)'}: choose from "
+                         f"{', '.join(STAGES)}")
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": cfg.to_dict()},
                         defaults={"config": cfg.defaults()}, overwrite=overwrite)
     timer = Timings(out / "timings.json")
@@ -242,7 +242,7 @@ def run_stages(cfg: IntrinsicConfig, out: Path, stages: list[str], timer: Timing
             print(f"== {stage}: done, skipped")
             continue
         if stage == "base-detect" and cfg.base_run:
-            raise RHeadsError(f"--base-run {cfg.base_run} has no scores.json: finish that detect run first")
+            raise ParamError("base_run", cfg.base_run, "has no scores.json: finish that detect run first")
         needs(stage, cfg, out)
         print(f"== {stage}")
         timer.start(stage)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...errors import RHeadsError
+from ...errors import ParamError
 from ...io.jsonl import JsonlWriter, read_jsonl
 from ...models.loading import load_model
 from ...probes.haystack import get_haystack
@@ -71,7 +71,7 @@ def stage_train(cfg: IntrinsicConfig, out: Path, on_checkpoint: Callable[[], Non
     model.train()
     ids = torch.tensor(tok(get_haystack(tc.text), add_special_tokens=False, verbose=False)["input_ids"])  # [N]
     if ids.numel() <= tc.seq_len:
-        raise RHeadsError(f"--seq-len {tc.seq_len} is longer than the training text ({ids.numel()} tokens)")
+        raise ParamError("train.seq_len", tc.seq_len, f"longer than the training text ({ids.numel()} tokens)")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tc))
