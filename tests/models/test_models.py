@@ -158,7 +158,7 @@ def test_hub_id_unreachable(monkeypatch):
 
 
 def test_bad_dtype_and_device(tmp_path):
-    with pytest.raises(RHeadsError, match="unknown dtype 'fp8'"):
+    with pytest.raises(RHeadsError, match="model.dtype='fp8': unknown dtype"):
         load_model("smollm2-135m", dtype="fp8", cache_dir=tmp_path)
     if not torch.cuda.is_available():
         with pytest.raises(RHeadsError, match="CUDA is not available"):

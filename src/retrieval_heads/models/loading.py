@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RHeadsError
+from ..errors import ParamError, RHeadsError
 from .cache import gguf_to_dir, is_gguf
 from .hub import check_hub
 from .info import model_info
@@ -71,7 +71,7 @@ def _torch_dtype(dtype: str, device: str, device_map: str | dict | None) -> Any:
     import torch
 
     if dtype not in DTYPES:
-        raise RHeadsError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
+        raise ParamError("model.dtype", dtype, f"unknown dtype: use one of {', '.join(DTYPES)}")
     if dtype == "auto":
         on_cuda = torch.cuda.is_available() if device_map is not None else device.startswith("cuda")
         return torch.bfloat16 if on_cuda else torch.float32
@@ -93,7 +93,7 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
 
     torch_dtype = _torch_dtype(dtype, device, device_map)
     if device_map is None and device.startswith("cuda") and not torch.cuda.is_available():
-        raise RHeadsError(f"device '{device}' asked for, but CUDA is not available here: use --device cpu")
+        raise ParamError("model.device", device, "CUDA is not available here: use cpu")
     if attn_implementation is None:
         from ..capture.attention import register
 
