@@ -17,13 +17,12 @@ once and print a table.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from ..config import ModelConfig
 from ..errors import RHeadsError
 from ..kvcache.config import PREFILL_MODES, KVConfig
 from ..kvcache.registry import get_policy_class, policy_names
-from .common import add_model_args, add_out_args, add_probe_args, load, parse_list, probe_config, run_plan
+from .common import (add_model_args, add_out_args, add_probe_args, load, model_config, parse_list, probe_config,
+                     run_plan)
 
 SAVES = ("A compressing policy saves memory from the first decoding step on (with --kv-prefill full the prefill "
          "still attends, and projects, the whole prompt); with --kv-prefill window and --prefill-chunk it saves "
@@ -90,14 +89,14 @@ def _windows(spec: str) -> list[int]:
 
 
 def cmd_kv_sweep(a) -> None:
+    mc, probe, windows = model_config(a), probe_config(a), _windows(a.recent_windows)  # before torch loads
     from ..studies.kvsweep import KVSweepConfig, format_table, run_kv_sweep
 
-    config = KVSweepConfig(model=ModelConfig(), probe=probe_config(a), scores=a.scores,
-                           policies=parse_list(a.policies) or [], recent_windows=_windows(a.recent_windows),
-                           matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
+    config = KVSweepConfig(model=mc, probe=probe, scores=a.scores, policies=parse_list(a.policies) or [],
+                           recent_windows=windows, matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
                            max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop)).validate()  # before the load
-    mc, model, tokenizer = load(a)
-    run_plan(run_kv_sweep, model, tokenizer, dataclasses.replace(config, model=mc), a, format_table,
+    _, model, tokenizer = load(a)
+    run_plan(run_kv_sweep, model, tokenizer, config, a, format_table,
              "summary.json, budget.png, heatmaps.png, one NIAH run dir per arm")
 
 
