@@ -1,4 +1,4 @@
-"""Models: the registry of named offline models, the GGUF conversion cache, loading, and model info.
+"""Models: the registry of named offline models, GGUF files loaded tensor by tensor (gguf.py), the tokenizer cache, loading, and model info.
 
 Left out on purpose: running models (that is `runtime/`).
 """

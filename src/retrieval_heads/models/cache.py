@@ -1,15 +1,16 @@
-"""The GGUF conversion cache: a GGUF file is dequantized by transformers once and saved as safetensors.
+"""The model cache: GGUF files assembled from chunked packages (`gguf/`) and the tokenizers transformers converts
+from GGUF files (`converted/`), so a load converts a tokenizer once.
 
-The cache lives under `$RHEADS_CACHE` (default ~/.cache/retrieval-heads), keyed on the GGUF file's path,
-size and mtime, so every load goes through the same converted copy. Writes are atomic (temp dir + rename).
+The cache lives under `$RHEADS_CACHE` (default ~/.cache/retrieval-heads; point it at shared storage on a
+cluster), keyed on the GGUF file's path, size and mtime. Writes are atomic (temp dir + rename). The weights are
+not cached: `gguf.py` dequantizes them straight into the target dtype at each load.
 
-Left out on purpose: running GGUF weights quantized (they are dequantized to float32 once), split
-multi-file GGUFs, and any cache eviction (delete the cache directory to reclaim space).
+Left out on purpose: running GGUF weights quantized, split multi-file GGUFs, and any cache eviction (delete the
+cache directory to reclaim space).
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -69,27 +70,29 @@ def gguf_architecture(path: Path) -> str | None:
         return None
 
 
-def _convert_gguf(path: Path, dest: Path, spec: str) -> None:
-    """Dequantize `path` with transformers and save model + tokenizer to `dest`, atomically."""
-    import torch
+def unsupported_gguf(path: Path, err: Exception) -> RHeadsError:
+    """The one line for a GGUF file that transformers cannot load."""
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    arch = gguf_architecture(path)
+    what = f"GGUF architecture '{arch}'" if arch else "this GGUF file"
+    return RHeadsError(f"transformers {transformers.__version__} cannot load {what} ({path}): "
+                       f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; pass a Hugging Face model "
+                       "directory or hub id for it instead")
+
+
+def _convert_tokenizer(path: Path, dest: Path, spec: str) -> None:
+    """Convert the tokenizer of `path` with transformers and save it to `dest`, atomically."""
+    import transformers
+    from transformers import AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True))  # plain dense weights, serializable
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     except (ValueError, KeyError, NotImplementedError) as err:
-        arch = gguf_architecture(path)
-        what = f"GGUF architecture '{arch}'" if arch else "this GGUF file"
-        raise RHeadsError(f"transformers {transformers.__version__} cannot load {what} ({path}): "
-                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; pass a Hugging "
-                          f"Face model directory or hub id for it instead") from err
+        raise unsupported_gguf(path, err) from err
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         st = path.stat()
         record = {"spec": spec, "gguf": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
@@ -102,14 +105,12 @@ def _convert_gguf(path: Path, dest: Path, spec: str) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        del model
-        gc.collect()
 
 
-def gguf_to_dir(gguf: str | Path, cache_dir: str | Path | None = None, spec: str | None = None) -> Path:
-    """The cached Hugging Face directory for a GGUF file, converting it on first use."""
+def gguf_tokenizer_dir(gguf: str | Path, cache_dir: str | Path | None = None, spec: str | None = None) -> Path:
+    """The cached tokenizer directory of a GGUF file, converting it on first use."""
     path = Path(gguf).expanduser().resolve()
     dest = gguf_cache_path(path, cache_dir)
     if not (dest / SOURCE_FILE).is_file():
-        _convert_gguf(path, dest, spec or str(path))
+        _convert_tokenizer(path, dest, spec or str(path))
     return dest

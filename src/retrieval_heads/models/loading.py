@@ -2,7 +2,8 @@
 Face directory or a hub id, switched to the `rheads` attention, with a record of what was loaded.
 
 `resolve_spec` classifies a spec without loading anything (one-line errors for what names nothing);
-`load_model` loads it: named models and GGUF files go through the conversion cache (`cache.py`); a hub id is
+`load_model` loads it: named models and GGUF files stream tensor by tensor into the target dtype (`gguf.py`;
+their tokenizers are converted once into the cache, `cache.py`); a hub id is
 checked first (`hub.py`: the local cache, then one quick request), so a wrong id or an unreachable Hub fails
 in one line within seconds, and a cached model loads without network.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParamError, RHeadsError
-from .cache import gguf_to_dir, is_gguf
+from .cache import gguf_tokenizer_dir, is_gguf, unsupported_gguf
 from .hub import check_hub
 from .info import model_info
 from .registry import OFFLINE_MODELS
@@ -99,12 +100,11 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
 
         attn_implementation = register()
 
-    if source.kind == "named":
-        location = str(gguf_to_dir(OFFLINE_MODELS[spec].gguf_path(cache_dir), cache_dir, spec))
-    elif source.kind == "gguf":
-        location = str(gguf_to_dir(source.location, cache_dir, spec))
-    else:
-        location = source.location
+    if source.kind in ("named", "gguf"):
+        path = OFFLINE_MODELS[spec].gguf_path(cache_dir) if source.kind == "named" else Path(source.location)
+        model, tokenizer = _load_gguf(path, spec, torch_dtype, attn_implementation, device_map, cache_dir)
+        return _finish(model, tokenizer, spec, device, device_map)
+    location = source.location
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "attn_implementation": attn_implementation}
     if device_map is not None:
@@ -122,6 +122,30 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str = "auto", device_ma
             str(err).splitlines()[0]
         raise RHeadsError(f"could not load '{spec}' from the Hugging Face Hub ({why}): check the id and "
                           f"your network, or pass a local model directory or .gguf file") from err
+    return _finish(model, tokenizer, spec, device, device_map)
+
+
+def _load_gguf(path: Path, spec: str, torch_dtype, attn_implementation: str, device_map, cache_dir):
+    """A GGUF model loaded tensor by tensor into `torch_dtype` (`gguf.py`), its tokenizer from the cache."""
+    from transformers import AutoTokenizer
+
+    from .gguf import build_gguf_model
+
+    try:
+        model = build_gguf_model(path, torch_dtype, attn_implementation)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise unsupported_gguf(path, err) from err
+    tokenizer = AutoTokenizer.from_pretrained(gguf_tokenizer_dir(path, cache_dir, spec))
+    if device_map is not None:  # the weights are on the CPU: accelerate places them
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        plan = device_map if isinstance(device_map, dict) else infer_auto_device_map(
+            model, no_split_module_classes=getattr(model, "_no_split_modules", None) or [])
+        model = dispatch_model(model, device_map=plan)
+    return model, tokenizer
+
+
+def _finish(model, tokenizer, spec: str, device: str, device_map):
     if device_map is None:
         model.to(device)
     model.eval()

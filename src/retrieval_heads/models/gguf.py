@@ -1,0 +1,144 @@
+"""Load a GGUF model straight into the target dtype, one tensor at a time, with no fp32 state dict.
+
+`load_gguf_weights(model, path, dtype)` fills a model built on the meta device: each GGUF tensor is dequantized
+with the `gguf` package, passed through transformers' own tensor processor for its architecture (the reverse
+Q/K permutation of Llama-family files, Gemma's norm offset, ...), renamed with transformers' own GGUF name map
+(`get_gguf_hf_weights_map`), cast to `dtype` at once and assigned as the parameter. The largest tensors (the
+embedding and the output head, which no processor changes) are dequantized in row chunks straight into their
+target-dtype tensor, so the peak is about the weights in `dtype` plus one chunk. The result is bit-identical
+to `from_pretrained(..., gguf_file=...)` in the same dtype (tested), since both cast the gguf package's float32
+values with one rounding.
+`build_gguf_model(path, dtype, attn_implementation)` builds the config from the file (transformers' GGUF config
+reader), the model on the meta device, and loads the weights.
+
+Left out on purpose: keeping weights quantized, architectures transformers' GGUF integration does not know (one
+line), and the tokenizer (transformers' GGUF tokenizer conversion, cached by `cache.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RHeadsError
+
+CHUNK_BYTES = 64 << 20  # float32 bytes dequantized at a time for the chunked tensors
+_CHUNKED_PREFIXES = ("token_embd.", "output.")  # GGUF names that no transformers tensor processor changes
+
+
+def _raw_tensors(path: Path):
+    """(gguf name, ggml type, array) per tensor, in file order, read through transformers' own header reader
+    (it skips the tokenizer's string arrays); the array is the mmap'd data as the gguf package's `dequantize`
+    takes it: [..., row bytes] uint8 for block types, the values' bytes for float types."""
+    from transformers.integrations.gguf.reader import GgufHeader, load_gguf_state_dict
+
+    header = GgufHeader.from_file(str(path))
+    for name, lazy in load_gguf_state_dict(header).items():
+        yield name, lazy.ggml_type, np.asarray(lazy.data).reshape(*lazy.shape[:-1], -1)
+
+
+def _dequantize(data: np.ndarray, ggml_type: int) -> np.ndarray:
+    from gguf import GGMLQuantizationType, dequantize
+
+    return dequantize(data, GGMLQuantizationType(ggml_type))
+
+
+def load_gguf_weights(model, path: str | Path, dtype, parsed: dict) -> None:
+    """Assign every GGUF tensor of `path` to `model`'s parameters (built on the meta device), in `dtype`;
+    `parsed` is transformers' `load_gguf_checkpoint(path)` (its config feeds the tensor processor)."""
+    import torch
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
+
+    path = Path(path)
+    arch = parsed["config"].get("model_type")
+    processor = TENSOR_PROCESSORS.get(_gguf_arch(path), TensorProcessor)(config=parsed.get("config", {}))
+    with _memoized_name_maps():
+        mapping = get_gguf_hf_weights_map(model, processor)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, ggml_type, data in _raw_tensors(path):
+        if name.startswith(_CHUNKED_PREFIXES) and name in mapping and data.ndim == 2:
+            out = _dequantize_rows(data, ggml_type, dtype)  # [rows, cols] in dtype, chunk by chunk
+        else:
+            w = _dequantize(data, ggml_type).reshape(-1) if data.ndim == 1 else _dequantize(data, ggml_type)
+            result = processor.process(weights=w, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed)
+            name, w = result.name, result.weights
+            if name not in mapping:
+                continue
+            out = torch.from_numpy(np.ascontiguousarray(w) if w.flags.writeable else np.array(w)).to(dtype)
+        target = mapping[name]
+        if target in params:
+            _assign(model, target, out.reshape(params[target].shape))
+    model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise RHeadsError(f"{path.name} has no tensor for {len(missing)} weights of the {arch} model (e.g. "
+                          f"{missing[0]}): pass a Hugging Face model directory instead")
+
+
+@contextmanager
+def _memoized_name_maps():
+    """transformers' name map walks every submodule and builds gguf's `TensorNameMap` again for each (most of a
+    small model's load time); the map depends only on (arch, layers), so build each once for the duration."""
+    import gguf
+
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
+
+
+def _gguf_arch(path: Path) -> str:
+    from transformers.integrations.gguf.reader import GgufHeader
+
+    return GgufHeader.from_file(str(path)).architecture
+
+
+def _dequantize_rows(data: np.ndarray, ggml_type: int, dtype):
+    """Dequantize a 2-D GGUF tensor in row chunks into one tensor of `dtype` (elementwise per block, so identical
+    to dequantizing it whole)."""
+    import torch
+
+    rows = data.shape[0]  # data [rows, row bytes]
+    cols = _dequantize(data[:1], ggml_type).shape[-1]
+    out = torch.empty(rows, cols, dtype=dtype)  # [rows, cols]
+    step = max(1, CHUNK_BYTES // (4 * cols))
+    for i in range(0, rows, step):
+        out[i:i + step] = torch.from_numpy(_dequantize(data[i:i + step], ggml_type)).to(dtype)
+    return out
+
+
+def _assign(model, name: str, value) -> None:
+    import torch
+
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    old = getattr(module, attr)
+    setattr(module, attr, torch.nn.Parameter(value, requires_grad=old.requires_grad))
+
+
+def build_gguf_model(path: str | Path, dtype, attn_implementation: str | None = None):
+    """The model of a GGUF file in `dtype` on the CPU: config from the file, built on the meta device, then
+    filled tensor by tensor (`load_gguf_weights`)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from transformers import CONFIG_MAPPING
+
+    path = Path(path)
+    parsed = load_gguf_checkpoint(str(path), return_tensors=False)  # the one full metadata parse
+    config = CONFIG_MAPPING[parsed["config"]["model_type"]].from_dict(dict(parsed["config"]))
+    kwargs = {"dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    with init_empty_weights(include_buffers=False):  # parameters on meta; buffers (rotary inv_freq) real
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    load_gguf_weights(model, path, dtype, parsed)
+    model.generation_config = GenerationConfig.from_model_config(model.config)
+    return model.eval()
