@@ -196,7 +196,7 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
         rows["random-r8"]["mean_score"] - rows["retrieval-r8"]["mean_score"], abs=0.01)
     again = run_kv_sweep(model, tok, cfg, out, progress=False)  # all done: resumes to the same rows
     assert [r["mean_score"] for r in again["arms"]] == [r["mean_score"] for r in summary["arms"]]
-    with pytest.raises(RHeadsError, match="--only"):
+    with pytest.raises(RHeadsError, match="only='retrieval-r4': not a part"):
         run_kv_sweep(model, tok, cfg, out, progress=False, only=["retrieval-r4"])
     with pytest.raises(RHeadsError, match="unknown KV policy"):
         run_kv_sweep(model, tok, KVSweepConfig(policies=["full", "h2o"]), tmp_path / "z", progress=False)

@@ -40,7 +40,7 @@ import numpy as np
 from ..analysis.stats import bootstrap_ci, format_diff, paired_diff_ci
 from ..capture.attention import check_model
 from ..config import Config, ModelConfig, ProbeConfig
-from ..errors import ParamError, RHeadsError
+from ..errors import ParamError
 from ..evals.grid import prepare
 from ..evals.niah import NiahConfig, run_niah
 from ..heads.scores import HeadScores
@@ -53,6 +53,7 @@ from ..kvcache.registry import get_policy_class, policy_names
 from ..scoring.judge import RESPONSE_CLASSES
 from ..version import FORMAT_VERSION, __version__
 from ..viz.kv import arm_heatmaps, budget_plot
+from .sweep import check_only
 
 
 def kv_probe() -> ProbeConfig:
@@ -179,10 +180,7 @@ def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progr
     scores = HeadScores.load(config.scores) if config.scores else None  # read once for the checks
     arms = plan_arms(config, model, scores)
     names = [a.name for a in arms]
-    if only is not None:
-        bad = [o for o in only if o not in names]
-        if bad or not only:
-            raise RHeadsError(f"--only {','.join(only) or '(empty)'}: pick some of {', '.join(names)}")
+    check_only(only, names)
     check_arms(config, arms, model, tokenizer, batch_size, scores)
     out = Path(out)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": names}
