@@ -139,6 +139,23 @@ def test_generate_stream_and_teacher_forcing_agree(mon, eager):
     assert forced.baselines["rauq"] == pytest.approx(expect, abs=1e-4)
 
 
+def test_a_static_cache_implementation_gives_the_same_report(mon, model):
+    """A user's `generation_config.cache_implementation = "static"` decodes as the dynamic cache (it raised
+    inside transformers before), and the setting is left as the user made it."""
+    before = mon.run(CONTEXT, QUESTION, min_new_tokens=6)
+    model.generation_config.cache_implementation = "static"
+    try:
+        after = mon.run(CONTEXT, QUESTION, min_new_tokens=6)
+        streamed = mon.generate(CONTEXT, QUESTION, min_new_tokens=6).result()
+        assert model.generation_config.cache_implementation == "static"
+    finally:
+        model.generation_config.cache_implementation = None
+    for rep in (after, streamed):
+        assert [t.token_id for t in rep.tokens] == [t.token_id for t in before.tokens]
+        assert rep.hallucination_score == pytest.approx(before.hallucination_score, abs=1e-6)
+        assert [t.copy for t in rep.tokens] == pytest.approx([t.copy for t in before.tokens], abs=1e-6)
+
+
 def test_leaving_a_stream_early_stops_generation(model, tok, scores):
     mon = Monitor(model, tok, scores, max_new_tokens=40)
     stream = mon.generate(CONTEXT, QUESTION, min_new_tokens=40)

@@ -40,7 +40,7 @@ from ..heads.scores import HeadScores
 from ..models.info import eos_ids, model_dims
 from ..capture.attention import check_model
 from ..capture.controller import AttentionController
-from ..capture.decoding import new_cache
+from ..capture.decoding import greedy_kwargs
 from .prompt import MonitorPrompt, build_prompt
 from .recording import HeadSet, Recording
 from .score import AnswerReport, TokenRecord, make_token, report
@@ -215,11 +215,10 @@ class Monitor:
 
             procs.append(MinNewTokensLengthLogitsProcessor(prompt.n, min_new_tokens, self.eos, device=device))
         with ctl.activate(self.model), torch.no_grad():
-            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit, do_sample=False,
-                                temperature=None, top_p=None, top_k=None, eos_token_id=self.eos or None,
-                                pad_token_id=self.eos[0] if self.eos else 0, cache=new_cache(self.model),
-                                disable_compile=True, streamer=_Streamer(on_step),
-                                logits_processor=LogitsProcessorList(procs), **extra)
+            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
+                                eos_token_id=self.eos or None, pad_token_id=self.eos[0] if self.eos else 0,
+                                streamer=_Streamer(on_step), logits_processor=LogitsProcessorList(procs),
+                                **greedy_kwargs(self.model), **extra)
         reason = "eos" if state["eos"] else "length"
         return self._finish(rec, tokens, decoder.text, reason, keep)
 
