@@ -30,14 +30,23 @@ _CHUNKED_PREFIXES = ("token_embd.", "output.")  # GGUF names that no transformer
 
 
 def _raw_tensors(path: Path):
-    """(gguf name, ggml type, array) per tensor, in file order, read through transformers' own header reader
-    (it skips the tokenizer's string arrays); the array is the mmap'd data as the gguf package's `dequantize`
-    takes it: [..., row bytes] uint8 for block types, the values' bytes for float types."""
+    """(gguf name, ggml type, array) per tensor, in file order: the mmap'd data as the gguf package's `dequantize`
+    takes it ([..., row bytes] uint8 for block types, the values for float types). Read through transformers'
+    own header reader, which skips the tokenizer's string arrays; for a block type that reader does not know
+    (Q5_0 in Qwen2.5-Coder-0.5B, say), through the gguf package's reader."""
     from transformers.integrations.gguf.reader import GgufHeader, load_gguf_state_dict
 
-    header = GgufHeader.from_file(str(path))
-    for name, lazy in load_gguf_state_dict(header).items():
-        yield name, lazy.ggml_type, np.asarray(lazy.data).reshape(*lazy.shape[:-1], -1)
+    try:
+        header = GgufHeader.from_file(str(path))
+        lazy = load_gguf_state_dict(header)
+    except ValueError:  # a ggml type transformers' reader does not size
+        from gguf import GGUFReader
+
+        for t in GGUFReader(str(path)).tensors:
+            yield t.name, int(t.tensor_type), t.data
+        return
+    for name, t in lazy.items():
+        yield name, t.ggml_type, np.asarray(t.data).reshape(*t.shape[:-1], -1)
 
 
 def _dequantize(data: np.ndarray, ggml_type: int) -> np.ndarray:
@@ -93,9 +102,9 @@ def _memoized_name_maps():
 
 
 def _gguf_arch(path: Path) -> str:
-    from transformers.integrations.gguf.reader import GgufHeader
+    from transformers.integrations.gguf.reader import read_gguf_metadata
 
-    return GgufHeader.from_file(str(path)).architecture
+    return read_gguf_metadata(str(path))[0]["general.architecture"]
 
 
 def _dequantize_rows(data: np.ndarray, ggml_type: int, dtype):
