@@ -111,6 +111,17 @@ def test_every_subcommand_has_an_example_in_the_readme():
     assert not expected - shown, f"no README example for: {sorted(expected - shown)}"
 
 
+def test_the_readme_names_every_registered_kv_policy():
+    """The KV flags paragraph lists the policies the registry has (a new policy file must be documented)."""
+    from retrieval_heads.kvcache.registry import policy_names
+
+    text = README.read_text()
+    start = text.index("**KV cache flags**")
+    paragraph = text[start:text.index("\n\n", start)]
+    missing = [p for p in policy_names() if f"`{p}`" not in paragraph]
+    assert not missing, f"README's KV flags paragraph does not name the registered policies {missing}"
+
+
 def test_every_relative_link_points_to_a_file():
     bad = []
     for page in PAGES:
