@@ -19,7 +19,6 @@ modules load lazily so that `rheads --help` stays fast.
 
 from .config import DetectConfig, ModelConfig, ProbeConfig
 from .errors import RHeadsError
-from .heads.scores import HeadScores
 from .version import __version__
 
 __all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsError", "RetrievalHeadCache",
@@ -27,6 +26,10 @@ __all__ = ["DetectConfig", "HeadScores", "ModelConfig", "ProbeConfig", "RHeadsEr
 
 
 def __getattr__(name):
+    if name == "HeadScores":  # lazily: it imports numpy, which `rheads --help` does not need
+        from .heads.scores import HeadScores
+
+        return HeadScores
     if name == "detect":
         from .detection.detect import detect
 
