@@ -1,7 +1,8 @@
 """Head scores in the paper's `{"layer-head": [per-sample scores]}` format.
 
 `HeadScores` holds per-sample retrieval scores per head; it reads and writes the paper's score files, so the
-published files of Wu et al. load as input. `scores_from_records` rebuilds them from a detection run's
+published files of Wu et al. load as input. `HeadScores.load("atlas:NAME")` reads an atlas entry instead (see
+`retrieval_heads.atlas`): per-head means only, each kept as a one-item list with its sample count in `counts`. `scores_from_records` rebuilds them from a detection run's
 sample records; `parse_heads` reads "16-19,11-15".
 
 Left out on purpose: any config inside the score file (the paper format has none; a sibling config.json
@@ -28,6 +29,9 @@ class HeadScores:
     num_layers: int
     num_heads: int
     per_sample: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    # for scores known only as per-head means (an atlas entry): each list holds the mean, this the samples behind it
+    counts: dict[tuple[int, int], int] | None = None
+    source: str | None = field(default=None, compare=False)  # "atlas:NAME" when read from the atlas
 
     @classmethod
     def empty(cls, num_layers: int, num_heads: int) -> "HeadScores":
@@ -35,11 +39,15 @@ class HeadScores:
 
     def add_sample(self, scores: np.ndarray) -> None:
         """Append one counted sample's [L, H] scores."""
+        if self.counts is not None:
+            raise RHeadsError(f"{self.source or 'these scores'} hold per-head means only: no sample can be added")
         for (l, h), lst in self.per_sample.items():
             lst.append(float(scores[l, h]))
 
     @property
     def n_samples(self) -> int:
+        if self.counts is not None:
+            return max(self.counts.values(), default=0)
         return max((len(v) for v in self.per_sample.values()), default=0)
 
     def mean(self) -> np.ndarray:
@@ -63,6 +71,7 @@ class HeadScores:
 
     # --- the paper's format
     def to_paper(self) -> dict[str, list[float]]:
+        """The paper's format (for means-only scores: one value, the mean, per head)."""
         return {f"{l}-{h}": list(v) for (l, h), v in sorted(self.per_sample.items())}
 
     def save(self, path: str | Path) -> None:
@@ -70,6 +79,9 @@ class HeadScores:
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadScores":
+        """A scores.json (or its run dir), a paper score file, or `atlas:NAME` (an atlas entry)."""
+        if str(path).startswith("atlas:"):
+            return cls.from_atlas(str(path))
         path = Path(path)
         if path.is_dir():
             path = path / "scores.json"
@@ -80,6 +92,16 @@ class HeadScores:
         except json.JSONDecodeError as e:
             raise RHeadsError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): pass a head-score file") from None
         return cls.from_paper(raw, source=str(path))
+
+    @classmethod
+    def from_atlas(cls, spec: str) -> "HeadScores":
+        """The per-head means of the atlas entry `atlas:NAME` (`counts`: each head's samples)."""
+        from ..atlas.store import find_entry
+
+        e = find_entry(spec)
+        heads = [(l, h) for l in range(e.num_layers) for h in range(e.num_heads)]
+        return cls(e.num_layers, e.num_heads, {lh: [float(e.mean[lh])] for lh in heads},
+                   counts={lh: int(e.samples[lh]) for lh in heads}, source=f"atlas:{e.name}")
 
     @classmethod
     def from_paper(cls, raw: Any, source: str = "scores") -> "HeadScores":
