@@ -2,8 +2,8 @@
 
 `HeadScores` holds per-sample retrieval scores per head; it reads and writes the paper's score files, so the
 published files of Wu et al. load as input. `HeadScores.load("atlas:NAME")` reads an atlas entry instead (see
-`retrieval_heads.atlas`): per-head means only, each kept as a one-item list with its sample count in `counts`. `scores_from_records` rebuilds them from a detection run's
-sample records; `parse_heads` reads "16-19,11-15".
+`retrieval_heads.atlas`): per-head means only, each kept as a one-item list with its sample count in `counts`.
+`scores_from_records` rebuilds them from a detection run's sample records; `parse_heads` reads "16-19,11-15".
 
 Left out on purpose: any config inside the score file (the paper format has none; a sibling config.json
 holds it).
