@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.monitor import Monitor
 from retrieval_heads.monitor.signals.rauq import rauq
-from conftest import RETRIEVAL, make_scores
+from monitor_helpers import RETRIEVAL, make_scores
 
 CONTEXT = ("The river town had an old market and quiet stone houses. The key to the Ashcombe observatory is kept "
            "under a loose floor tile. Children laughed across the bridge in the winter morning light.")

@@ -8,7 +8,7 @@ import pytest
 from retrieval_heads.errors import RHeadsError
 from retrieval_heads.monitor.prompt import build_prompt
 from tiny import bpe_tokenizer
-from conftest import texts
+from monitor_helpers import texts
 
 CONTEXT = "The river town had an old market. The key to the Ashcombe observatory is kept under a loose floor tile."
 QUESTION = "Where is the key to the Ashcombe observatory kept?"

@@ -83,6 +83,11 @@ def read_samples(path: Path) -> list[dict]:
 
 def load_run(path: str | Path, *, name: str | None = None, num_kv_heads: int | None = None) -> Run:
     """A run directory of `rheads detect`, or a paper-format score file (then `num_kv_heads` may be given)."""
+    from ..atlas.store import find_entry, is_atlas_spec
+
+    if is_atlas_spec(str(path)):  # an atlas entry: its per-head means and the model it was made on
+        entry = find_entry(str(path))
+        return Run(name or entry.name, str(path), HeadScores.load(str(path)), model=dict(entry.model))
     path = Path(path)
     if not path.exists():
         raise RHeadsError(f"{path} does not exist: pass a run directory of `rheads detect` or a scores.json")

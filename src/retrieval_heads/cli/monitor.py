@@ -34,7 +34,9 @@ def _add_monitor_args(p: argparse.ArgumentParser, scores_required: bool = True) 
 def _need_scores(a, command: str) -> str:
     if not a.scores:
         raise RHeadsError(f"{command} needs --scores: the scores.json `rheads detect` wrote for this model")
-    if not Path(a.scores).exists():
+    from ..atlas.store import is_atlas_spec
+
+    if not is_atlas_spec(a.scores) and not Path(a.scores).exists():
         raise RHeadsError(f"no score file at {a.scores}: pass the scores.json `rheads detect` wrote for this model")
     return a.scores
 

@@ -39,6 +39,7 @@ import numpy as np
 from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import RHeadsError
+from ..atlas.match import check_model as check_atlas_model
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
@@ -95,6 +96,8 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
                               f"{config.probe.lengths}")
         g.samples = [s for s in g.samples if s.length in config.lengths_only]
     L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
+    if config.scores:
+        check_atlas_model(config.scores, model)  # other dimensions refused, other weights warned
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))  # fails on a bad policy, scores, model

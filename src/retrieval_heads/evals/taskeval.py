@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from ..analysis.stats import bootstrap_ci
 from ..config import Config, ModelConfig
 from ..errors import ParamError, RHeadsError
+from ..atlas.match import check_model as check_atlas_model
 from ..heads.masks import format_heads, resolve_mask, to_ablate
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import open_run
@@ -128,6 +129,8 @@ def check_eval(model, tokenizer, config: EvalConfig, batch_size: int | None = No
     if config.stop_at_answer and spec.answer != "number":
         raise RHeadsError(f"stop_at_answer needs a number task; {config.task!r} has text answers")
     L, H, max_ctx = model_dims(model)
+    if config.scores:
+        check_atlas_model(config.scores, model)  # other dimensions refused, other weights warned
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
     items, prompts = prepare(tokenizer, config)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ParamError
+from ..atlas.match import check_model as check_atlas_model
 from ..heads.masks import check_dims
 from ..heads.scores import HeadScores
 from ..models.info import eos_ids, model_dims
@@ -125,6 +126,7 @@ class Monitor:
         check_model(model)
         self.model, self.tokenizer = model, tokenizer
         self.num_layers, self.num_heads, self.max_context = model_dims(model)
+        check_atlas_model(scores, model)  # an atlas entry of other dimensions refused, of other weights warned
         source = "the score file"
         if not isinstance(scores, HeadScores):
             source = str(scores)
