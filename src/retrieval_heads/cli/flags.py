@@ -63,6 +63,8 @@ PARAM_FLAGS: dict[str, str] = {
     "detect_probe.depths": "--detect-depths",
     "niah_probe.lengths": "--niah-lengths",
     "niah_probe.depths": "--niah-depths",
+    "methods": "--methods",
+    "params": "--param",
 }
 
 

@@ -1,0 +1,142 @@
+"""The one decoding loop every answering method runs in, and the `Answerer` that sets it up per question.
+
+`Answerer(model, tokenizer, scores, threshold=0.1, template="default", chat=None)` owns a `Monitor` (its
+retrieval heads, prompt and end tokens are the methods' too, and it scores every answer). `answerer.answer(
+method, context, question, max_new_tokens)` builds a `Decoding` (what a method's `start`/`step`/`finish` read:
+`prompt`, `heads`, `weights`, `scores`, `texts`, `passes`, `tokens`, `open_pass`, `no_context_ids`, `score`) and
+runs `decode`: `start`, then `step` until an end token (not kept), the text stop (plain templates stop at a
+newline after the answer, `capture.decoding.default_stop`; the token completing it is kept) or the budget,
+then `finish`. It returns an `Answered`: answer text (stripped), the generated token ids and text before any
+refusal, abstained, mean log-prob of the chosen tokens under the method's distribution, why it ended, and the
+seconds from `start` to the end of `finish` (model loading and the scoring after are not in it; an abstaining
+method's own monitor call is).
+
+`answerer.report(context, question, ids)`: the monitor's teacher-forced report of given answer ids, memoised for
+the current question (a method that scored its answer in `finish` is not scored twice).
+
+Left out on purpose: batches, sampling, streaming.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..capture.decoding import default_stop, text_stop
+from ..heads.scores import HeadScores
+from ..probes.templates import resolve_template
+from .base import AnswerMethod, Choice
+from .passes import Pass
+from .support import PromptTexts
+
+
+@dataclass
+class Answered:
+    answer: str
+    generated_ids: list[int]
+    generated: str  # the generated text before any refusal
+    abstained: bool
+    mean_logprob: float | None
+    reason: str  # "eos", "stop" or "length"
+    seconds: float
+    steps: list[Choice]
+
+
+class Decoding:
+    """The state of one method answering one question (see the module docstring)."""
+
+    def __init__(self, answerer: "Answerer", context: str, question: str, max_new_tokens: int):
+        mon = answerer.monitor
+        self.answerer, self.model, self.tokenizer = answerer, mon.model, mon.tokenizer
+        self.context, self.question = context, question
+        self.prompt = mon.prompt(context, question, max_new_tokens)
+        self.heads = list(mon.primary.heads)  # the retrieval heads: (layer, query head), score above the threshold
+        self.weights = dict(zip(mon.primary.heads, mon.primary.weights))  # their retrieval scores
+        self.scores: HeadScores = mon.scores
+        self.threshold = mon.threshold
+        self.num_layers, self.num_heads = mon.num_layers, mon.num_heads
+        self.eos = list(mon.eos)
+        self.passes: dict[str, Pass] = {}
+        self.tokens: list[int] = []
+        self._texts: PromptTexts | None = None
+
+    @property
+    def texts(self) -> PromptTexts:
+        if self._texts is None:
+            self._texts = PromptTexts(self.tokenizer, self.prompt)
+        return self._texts
+
+    def open_pass(self, name: str, input_ids: list[int], *, ablate: dict[int, list[int]] | None = None,
+                  recorders: list | tuple = ()) -> Pass:
+        p = Pass(self.model, input_ids, ablate=ablate, recorders=recorders)
+        for t in self.tokens:  # opened late: catches up on the answer so far
+            p.feed(t)
+        self.passes[name] = p
+        return p
+
+    def no_context_ids(self) -> list[int]:
+        """The prompt with the context's tokens cut out (template and question kept): CAD's second input."""
+        c0, c1 = self.prompt.context_slots
+        return list(self.prompt.input_ids[:c0]) + list(self.prompt.input_ids[c1:])
+
+    def score(self, ids: list[int]):
+        """The monitor's report of answer ids (memoised per question)."""
+        return self.answerer.report(self.context, self.question, ids)
+
+
+def decode(method: AnswerMethod, run: Decoding, max_new_tokens: int, stop=None, keep_scores: bool = False) -> Answered:
+    """The shared loop (module docstring)."""
+    t0 = time.perf_counter()
+    eos = set(run.eos)
+    method.start(run)
+    steps: list[Choice] = []
+    reason = "length"
+    for _ in range(max_new_tokens):
+        c = method.step(run)
+        if not keep_scores:
+            c.scores = None
+        if c.token in eos:
+            reason = "eos"
+            break
+        steps.append(c)
+        run.tokens.append(int(c.token))
+        for p in run.passes.values():
+            p.feed(c.token)
+        if stop is not None and stop(run.tokenizer.decode(run.tokens, skip_special_tokens=True)):
+            reason = "stop"
+            break
+    text = run.tokenizer.decode(run.tokens, skip_special_tokens=True).strip()
+    answer, abstained = method.finish(run, text)
+    seconds = time.perf_counter() - t0
+    mean_lp = sum(c.logprob for c in steps) / len(steps) if steps else None
+    return Answered(answer, list(run.tokens), text, bool(abstained), mean_lp, reason, seconds, steps)
+
+
+class Answerer:
+    """See the module docstring."""
+
+    def __init__(self, model, tokenizer, scores: HeadScores | str | Path, *, threshold: float = 0.1,
+                 template: str = "default", chat: bool | None = None):
+        from ..monitor import Monitor
+
+        self.monitor = Monitor(model, tokenizer, scores, threshold=threshold, template=template, chat=chat)
+        self.stop = text_stop(default_stop(resolve_template(template, tokenizer, chat)))
+        self._memo_key: tuple[str, str] | None = None
+        self._memo: dict[tuple[int, ...], object] = {}
+
+    def decoding(self, context: str, question: str, max_new_tokens: int) -> Decoding:
+        return Decoding(self, context, question, max_new_tokens)
+
+    def answer(self, method: AnswerMethod, context: str, question: str, max_new_tokens: int = 32, *,
+               keep_scores: bool = False) -> Answered:
+        run = self.decoding(context, question, max_new_tokens)
+        return decode(method, run, max_new_tokens, self.stop, keep_scores=keep_scores)
+
+    def report(self, context: str, question: str, ids: list[int]):
+        if self._memo_key != (context, question):
+            self._memo_key, self._memo = (context, question), {}
+        key = tuple(int(t) for t in ids)
+        if key not in self._memo:
+            self._memo[key] = self.monitor.score(context, question, list(key))
+        return self._memo[key]

@@ -1,0 +1,44 @@
+"""`abstain`: greedy, then the monitor scores the answer (teacher-forced, `Monitor.score`); when its answer-level
+verdict is in `refuse_on`, the answer is replaced by a fixed refusal and the row is marked abstained. One forward
+pass per token, plus the one teacher-forced pass of the monitor (its time counts in this method's seconds).
+
+Parameters: `refusal` (str, default "I cannot answer from the context."), `refuse_on` (str, default
+"unsupported": a comma list of `monitor.rules.VERDICTS`). Untuned.
+Left out on purpose: thresholds on the score (the verdict is the monitor's one label-free decision).
+"""
+
+from __future__ import annotations
+
+from ...errors import ParamError
+from ..base import AnswerMethod, Choice
+from ..registry import register_method
+from .greedy import pick
+
+REFUSAL = "I cannot answer from the context."
+
+
+@register_method("abstain")
+class Abstain(AnswerMethod):
+    """See the module docstring."""
+
+    help = "greedy, but a fixed refusal when the monitor's verdict is unsupported (1 pass per token + the monitor)"
+    order = 50
+    params = {"refusal": REFUSAL, "refuse_on": "unsupported"}
+
+    def __init__(self, **params):
+        from ...monitor.rules import VERDICTS
+
+        super().__init__(**params)
+        self.refuse_on = {v.strip() for v in self.p["refuse_on"].split(",") if v.strip()}
+        bad = sorted(self.refuse_on - set(VERDICTS))
+        if bad:
+            raise ParamError("params", f"abstain.refuse_on={self.p['refuse_on']}",
+                             f"use verdicts among: {', '.join(VERDICTS)}")
+
+    def step(self, run) -> Choice:
+        return pick(run.passes["base"].logits())
+
+    def finish(self, run, answer: str) -> tuple[str, bool]:
+        if run.tokens and run.score(run.tokens).verdict in self.refuse_on:
+            return self.p["refusal"], True
+        return answer, False

@@ -1,0 +1,81 @@
+"""The `rheads answer` command: answer questions from contexts with retrieval-head-guided methods and baselines.
+
+  rheads answer --model M --scores S --input items.jsonl --methods greedy,cad,decore,copy,gated,abstain --out DIR
+  rheads answer list                       # one line per registered method, baselines marked
+
+Cheap checks (the input file, method names and parameters) run before the model loads; the prompts' fit in the
+model's context before anything is written to --out.
+
+Left out on purpose: anything the library does not do (`retrieval_heads.answer`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RHeadsError
+from .common import add_chat_args, add_model_args, add_out_args, load
+
+
+def cmd_list(a) -> None:
+    from ..answer.registry import get_method_class, method_names
+
+    for name in method_names():
+        cls = get_method_class(name)
+        kind = "baseline" if cls.baseline else "ours    "
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.params.items()) or "no parameters"
+        print(f"{name:<10} {kind}  {cls.help}  [{params}]")
+
+
+def cmd_answer(a) -> None:
+    from ..answer.base import parse_params
+    from ..answer.items import read_items
+    from ..answer.registry import get_method_class, parse_methods
+
+    if not a.scores:
+        raise RHeadsError("rheads answer needs --scores: the scores.json `rheads detect` wrote for this model")
+    from ..atlas.store import is_atlas_spec
+
+    if not is_atlas_spec(a.scores) and not Path(a.scores).exists():
+        raise RHeadsError(f"no score file at {a.scores}: pass the scores.json `rheads detect` wrote for this model")
+    if not a.input:
+        raise RHeadsError("rheads answer needs --input FILE.jsonl (context, question, optional answers per line)")
+    items = read_items(a.input)
+    methods = parse_methods(a.methods)
+    params = parse_params(a.param)
+    for name, ps in params.items():  # parameter names and values checked before the model loads
+        if name in methods:
+            get_method_class(name)(**ps)
+    from ..answer.run import AnswerConfig, format_table, run_answer
+
+    mc, model, tok = load(a)
+    config = AnswerConfig(model=mc, scores=a.scores, threshold=a.threshold, template=a.template, chat=a.chat,
+                          input=a.input, methods=methods, params=params, max_new_tokens=a.max_new_tokens)
+    summary = run_answer(model, tok, config, a.out, items, overwrite=a.overwrite)
+    print(format_table(summary))
+    print(f"\nresults in {a.out}/ (answers.jsonl, summary.json, config.json)")
+
+
+def add_parsers(sub) -> None:
+    """Add `answer` (run methods by default; subcommand list)."""
+    p = sub.add_parser("answer", help="answer from contexts with retrieval-head-guided methods, CAD and DeCoRe",
+                       description="Answer each item of --input with each method of --methods; the monitor scores "
+                       "every answer. `rheads answer list` shows the methods.")
+    add_model_args(p)
+    p.add_argument("--scores", default=None, help="scores.json of this model (rheads detect or the paper's)")
+    p.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
+    p.add_argument("--template", default="default",
+                   help="prompt template: default, paper, or a format string with {context} and {question}")
+    add_chat_args(p)
+    p.add_argument("--input", default=None,
+                   help='JSONL: {"id", "context", "question", "answers": [gold strings, optional]} per line')
+    p.add_argument("--methods", default="greedy",
+                   help="comma list of methods (see `rheads answer list`), or all (default: greedy)")
+    p.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
+                   help="a method parameter, e.g. cad.a=1.0 (repeatable; defaults: `rheads answer list`)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
+    add_out_args(p, "runs/answer")
+    p.set_defaults(func=cmd_answer)
+    ms = p.add_subparsers(dest="answer_command", metavar="{list}")
+    lst = ms.add_parser("list", help="one line per answering method, saying which are baselines")
+    lst.set_defaults(func=cmd_list)
