@@ -1,0 +1,247 @@
+"""The suite run: RULER tasks generated at each length (or read from RULER files), greedily decoded, scored.
+
+`run_suite(model, tokenizer, config, out)` checks everything first (`check_config`: tasks, lengths, samples,
+the RULER files, the KV settings, the mask; then against the model: its attention, its context with each
+task's new tokens, the scores' shape, the qa data) and writes nothing before that. It then claims `out`
+(resume, lock, busy refusal: `io/rundir.py`) and writes:
+- `config.json`: the typed `SuiteConfig` (model, KV settings, mask), the masked heads, the model key and a hash
+  of every prompt (`data_sha`): a rerun resumes only the same run, and a run from other prompts is refused;
+- `predictions.jsonl`: a header line, then one line per sample, flushed as it goes: `task`, `index`, `length`
+  (the target; for RULER files the length cell, see below), `input_tokens`, `pred`, `outputs`, `score` (0-100,
+  RULER's metric), with `id`, `new_tokens`, `ended`, `seconds` and the KV bytes (`kv_bytes`, `kv_bytes_full`);
+  a rerun decodes only the samples not there yet;
+- `summary.json` (`summary.py`) and `heatmap.png` (task x length; `viz/suite.py`).
+
+Generated samples: `samples` per task and length, seeded by (`seed`, task, length, index). RULER files (`data`):
+the first `samples` records of each task; a record's index is its 0-based line in the file (RULER's own
+`index` can repeat), its length cell the smallest of `lengths` at or above its `length` field (no `lengths`:
+the file's largest `length`).
+
+Each prompt decodes up to its task's RULER budget of new tokens (`max_new_tokens` overrides it), in batches of
+one task and length (left-padded), under `AttentionController(ablate=mask)` and the KV policy's cache.
+
+Left out on purpose: sampling (greedy only), RULER's `qa_1`, and sharing one prefill among KV policies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...config import Config, ModelConfig
+from ...errors import ParamError, RHeadsError
+from ...kvcache.config import KVConfig
+from ...version import FORMAT_VERSION, __version__
+from .common import TaskContext
+from .registry import RULER_ORDER, check_tasks, get_task
+
+DEFAULT_TASKS = [n for n in RULER_ORDER if n != "qa_1"]
+
+
+@dataclass
+class SuiteConfig(Config):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: list[str] | None = field(default_factory=lambda: list(DEFAULT_TASKS))  # None: a RULER folder's tasks
+    lengths: list[int] | None = field(default_factory=lambda: [4000, 8000])  # prompt tokens (chat template included)
+    samples: int = 20  # per task and length
+    seed: int = 42  # sample generation
+    haystack: str = "paul-graham"  # the essay haystack (probes/haystack.py)
+    chat: bool | None = None  # None: the tokenizer's chat template when it has one
+    data: str | None = None  # a RULER file or folder of <task>/validation.jsonl instead of generating
+    task_name: str | None = None  # the task of a single RULER file (default: its folder name)
+    qa_data: str | None = None  # HaluEval QA jsonl (None: <cache>/data/dataset_halueval_qa.jsonl)
+    heldout: str | None = None  # reserved HaluEval rows (None: ../shared/data/halueval_qa_heldout_rows.txt)
+    max_new_tokens: int | None = None  # None: each task's RULER budget
+    mask: str = "none"  # none, top:K, random:K, heads:... (heads/masks.py)
+    scores: str | None = None  # score file for top/random masks and score-driven KV policies
+    ablation: str = "zero"
+    threshold: float = 0.1
+    mask_seed: int = 0
+    kv: KVConfig = field(default_factory=KVConfig)
+
+
+def check_config(config: SuiteConfig) -> dict[str, tuple[Path, list[dict]]] | None:
+    """Every check that needs no model; returns the RULER records (task -> (file, records)) when `data` is set."""
+    from ...heads.masks import parse_mask
+
+    if config.samples < 1:
+        raise ParamError("samples", config.samples, "use at least 1 sample per task and length")
+    if config.max_new_tokens is not None and config.max_new_tokens < 1:
+        raise ParamError("max_new_tokens", config.max_new_tokens, "use at least 1 new token, or None for RULER's")
+    if config.lengths is not None and (not config.lengths or any(not isinstance(n, int) or n < 1
+                                                                 for n in config.lengths)):
+        raise ParamError("lengths", config.lengths, "use positive whole numbers of tokens, e.g. 4000,8000")
+    if config.lengths is not None and len(set(config.lengths)) != len(config.lengths):
+        raise ParamError("lengths", config.lengths, "name each length once")
+    spec = parse_mask(config.mask)
+    masked = bool(spec.heads) or (spec.kind != "none" and spec.k > 0)
+    config.kv.validate(config.scores, masked=masked)
+    records = None
+    if config.data is not None:
+        from .ruler import read_ruler
+
+        records = read_ruler(config.data, config.task_name)
+        if config.tasks is not None:
+            missing = [t for t in check_tasks(config.tasks) if t not in records]
+            if missing:
+                raise ParamError("tasks", ",".join(config.tasks), f"{', '.join(missing)} not in the RULER data "
+                                 f"(it holds {', '.join(records)})")
+            records = {t: records[t] for t in config.tasks}
+    else:
+        if config.task_name is not None:
+            raise ParamError("task_name", config.task_name, "names the task of a RULER file: give {data} too")
+        if config.lengths is None:
+            raise ParamError("lengths", None, "generated tasks need lengths, e.g. 4000,8000")
+        check_tasks(config.tasks or [])
+    return records
+
+
+def _context(config: SuiteConfig, target: int, shared: dict) -> TaskContext:
+    """The generation context at `target`; `shared` caches the essays and QA rows across lengths."""
+    return TaskContext(haystack=config.haystack, target=target, qa_data=config.qa_data, heldout=config.heldout,
+                       seed=config.seed, _cache=shared)
+
+
+def prepare(tokenizer, config: SuiteConfig, max_ctx: int, records=None) -> list:
+    """Every sample of the run, checked against the model's context (`max_ctx`, 0: unknown)."""
+    from .fit import finish, make_sample
+    from .prompt import PromptBuilder
+    from .registry import Built
+
+    prompt = PromptBuilder(tokenizer, config.chat)
+    samples, shared = [], {}
+    if records is None:
+        for name in config.tasks:
+            task = get_task(name)
+            gen = config.max_new_tokens or task.tokens_to_generate
+            for n in config.lengths:
+                if max_ctx and n + gen > max_ctx:
+                    raise ParamError("lengths", n, f"with the {gen} new tokens of {name} exceeds the model's context "
+                                     f"of {max_ctx} tokens: use lengths up to {max_ctx - gen}")
+            task.check(_context(config, config.lengths[0], shared))
+        for name in config.tasks:
+            for n in config.lengths:
+                ctx = _context(config, n, shared)
+                samples += [make_sample(get_task(name), ctx, prompt, n, i, config.seed) for i in range(config.samples)]
+        return samples
+    for name, (path, recs) in records.items():
+        task = get_task(name)
+        gen = config.max_new_tokens or task.tokens_to_generate
+        largest = max(r.get("length", 0) for r in recs)
+        for i, r in enumerate(recs[: config.samples]):
+            s = finish(task, prompt, Built(r["input"], r.get("answer_prefix", ""), r["outputs"]), 0, i)
+            if max_ctx and len(s.input_ids) + gen > max_ctx:
+                raise RHeadsError(f"{path} line {r['line']}: the prompt takes {len(s.input_ids)} tokens, with {gen} "
+                                  f"new tokens above the model's context of {max_ctx}: use shorter RULER files")
+            s.length = _cell(r.get("length", s.ruler_length), config.lengths, largest, path, r["line"])
+            samples.append(s)
+    return samples
+
+
+def _cell(length: int, lengths: list[int] | None, largest: int, path: Path, line: int) -> int:
+    if lengths is None:
+        return largest
+    fits = [n for n in sorted(lengths) if n >= length]
+    if not fits:
+        raise ParamError("lengths", lengths, f"{path} line {line} has length {length}, above every length: add a "
+                         f"length of at least {length}")
+    return fits[0]
+
+
+def data_sha(samples: list) -> str:
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(json.dumps([s.id, s.input_ids, s.outputs]).encode())
+    return h.hexdigest()[:16]
+
+
+def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = None, progress: bool = True,
+              overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
+    """Run the suite of `config` on a loaded model; returns the summary (see the module docstring)."""
+    from ...atlas.match import check_model as check_atlas_model
+    from ...capture.attention import check_model
+    from ...capture.controller import AttentionController
+    from ...heads.masks import format_heads, resolve_mask, to_ablate
+    from ...io.jsonl import atomic_write_json
+    from ...io.rundir import open_run
+    from ...kvcache.factory import kv_factory
+    from ...models.info import model_dims, model_key, model_meta, model_name
+    from ...viz.suite import suite_heatmap
+    from .summary import suite_summary
+
+    records = check_config(config)
+    check_model(model)
+    if batch_size < 1:
+        raise ParamError("batch_size", batch_size, "must be at least 1")
+    L, H, max_ctx = model_dims(model)
+    if config.scores:
+        check_atlas_model(config.scores, model)
+    heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
+    ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)
+    cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))
+    samples = prepare(tokenizer, config, max_ctx, records)
+    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
+            "masked_heads": format_heads(heads), "model": model_meta(model), "model_key": model_key(model),
+            "data_sha": data_sha(samples)}
+    done: dict[str, dict] = {}
+    writer = None
+    if out is not None:
+        out = Path(out)
+        done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
+                                jsonl="predictions.jsonl", kind="prediction", defaults={"config": config.defaults()},
+                                overwrite=overwrite)
+    try:
+        results = _decode_all(model, tokenizer, samples, done, config, ctl, cache, writer, batch_size, progress)
+    finally:
+        if writer:
+            writer.close()
+    summary = suite_summary(results, config, heads, model, cache)
+    if out is not None:
+        atomic_write_json(out / "summary.json", summary)
+        title = f"{model_name(model)}: suite, mask {config.mask}, KV {config.kv.policy}"
+        suite_heatmap(summary, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
+    return summary
+
+
+def _decode_all(model, tokenizer, samples, done, config, ctl, cache, writer, batch_size, progress) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    from ...capture.decoding import generate_batch, pad_id
+    from ...kvcache.cache import prefill_chunking
+    from ...models.info import eos_ids
+    from .metrics import score
+
+    eos = eos_ids(model, tokenizer)
+    todo = [s for s in samples if s.id not in done]
+    groups: dict[tuple[str, int], list] = {}
+    for s in todo:
+        groups.setdefault((s.task, s.length), []).append(s)
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="suite", unit="sample",
+               disable=not progress)
+    for (name, _), group in groups.items():
+        task = get_task(name)
+        gen_tokens = config.max_new_tokens or task.tokens_to_generate
+        for i in range(0, len(group), batch_size):
+            batch = group[i:i + batch_size]
+            t0 = time.perf_counter()
+            with prefill_chunking(model, config.kv.prefill_chunk):
+                gens = generate_batch(model, [s.input_ids for s in batch], gen_tokens, eos, ctl,
+                                      pad_id(tokenizer, eos), tokenizer=tokenizer, cache=cache)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            kv = cache.usage(model, len(batch)) if cache is not None else {}
+            for s, g in zip(batch, gens):
+                pred = tokenizer.decode(g.tokens, skip_special_tokens=True)
+                rec = {"type": "prediction", "id": s.id, "task": s.task, "index": s.index, "length": s.length,
+                       "input_tokens": len(s.input_ids), "pred": pred, "outputs": s.outputs,
+                       "score": score(task.metric, pred, s.outputs), "prompt_length": len(s.input_ids),
+                       "new_tokens": len(g.tokens), "ended": g.reason, "seconds": round(seconds, 3), **kv}
+                done[s.id] = rec
+                if writer:
+                    writer.write(rec)
+            bar.update(len(batch))
+    bar.close()
+    return [done[s.id] for s in samples]
