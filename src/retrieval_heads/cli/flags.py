@@ -65,6 +65,11 @@ PARAM_FLAGS: dict[str, str] = {
     "niah_probe.depths": "--niah-depths",
     "methods": "--methods",
     "params": "--param",
+    "tasks": "--tasks",
+    "samples": "--samples",
+    "task_name": "--task-name",
+    "qa_data": "--qa-data",
+    "heldout": "--heldout",
 }
 
 

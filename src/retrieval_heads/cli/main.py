@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import answer, atlas, detect, intrinsic, kv, monitor, niah, report, tasks
+from . import answer, atlas, detect, intrinsic, kv, monitor, niah, report, suite, tasks
 from .common import guarded
 
-GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer)
+GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer, suite)
 
 
 def build_parser() -> argparse.ArgumentParser:
