@@ -100,8 +100,28 @@ def test_resume_redoes_nothing_finished(model, tok, model_dir, tmp_path, monkeyp
         {m: {k: v for k, v in s.items() if k != "mean_seconds"} for m, s in first["methods"].items()}
     run_answer(model, tok, cfg(), out, its, progress=False)
     assert calls == ["cad"]
-    with pytest.raises(ParamError, match="different config"):
-        run_answer(model, tok, config(model_dir / "scores.json", ["greedy"], params={}), out, its, progress=False)
+    with pytest.raises(ParamError, match="different setup"):
+        run_answer(model, tok, AnswerConfig(scores=str(model_dir / "scores.json"), methods=["greedy"],
+                                            max_new_tokens=7), out, its, progress=False)
+    with pytest.raises(ParamError, match="other parameters"):
+        run_answer(model, tok, config(model_dir / "scores.json", ["cad"], params={"cad": {"a": 1.0}}), out, its,
+                   progress=False)
+
+
+def test_a_later_run_adds_its_methods_to_the_folder(model, tok, model_dir, tmp_path, monkeypatch):
+    its = items(2)
+    out = tmp_path / "run"
+    run_answer(model, tok, config(model_dir / "scores.json", ["greedy", "cad"]), out, its, progress=False)
+    calls = []
+    real = Answerer.answer
+    monkeypatch.setattr(Answerer, "answer", lambda self, m, *a, **kw: calls.append(m.name) or real(self, m, *a, **kw))
+    summary = run_answer(model, tok, config(model_dir / "scores.json", ["cad", "abstain"]), out, its, progress=False)
+    assert calls == ["abstain", "abstain"]
+    assert list(summary["methods"]) == ["greedy", "cad", "abstain"]
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["methods"] == ["greedy", "cad", "abstain"] and set(cfg["params"]) == {"greedy", "cad", "abstain"}
+    assert {(r["id"], r["method"]) for r in lines(out)[1:]} == {(i["id"], m) for i in its
+                                                                for m in ("greedy", "cad", "abstain")}
 
 
 def test_busy_folder_is_refused(model, tok, model_dir, tmp_path):

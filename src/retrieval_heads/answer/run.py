@@ -12,7 +12,10 @@ Out, in `out`:
 - `summary.json`: per method `n`, `accuracy` and `selective_accuracy` (over the items with gold; selective = among
   those not abstained; null when none), `abstention_rate`, `coverage`, `mean_seconds`,
   `mean_hallucination_score`, `mean_new_tokens`.
-Every input line and every prompt's fit in the model's context is checked before anything is written.
+Every input line and every prompt's fit in the model's context is checked before anything is written. A folder
+may gather methods over several runs: a later run with other methods adds theirs (config.json and summary.json
+then cover every method in the folder), as long as the rest of the config agrees and a method named again keeps
+its parameters.
 
 Left out on purpose: the issue's benchmark (item families, intervals, risk-coverage curves): this runs given items.
 """
@@ -102,6 +105,35 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_PER_METHOD = ("methods", "params")
+
+
+def _settings(config_dict: dict) -> dict:
+    """The config without the per-method fields: what every run sharing a folder must agree on."""
+    return {k: v for k, v in config_dict.items() if k not in _PER_METHOD}
+
+
+def _merge_previous(out: Path, config: AnswerConfig, overwrite: bool) -> AnswerConfig:
+    """The config of the folder after this run: earlier methods first, then this run's new ones (module docstring)."""
+    path = out / "config.json"
+    if overwrite or not path.is_file():
+        return config
+    try:
+        old = json.loads(path.read_text()).get("config") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return config  # claim_run_dir words the error
+    old_params = old.get("params") or {}
+    for m in config.methods:
+        if m in old_params and old_params[m] != config.params[m]:
+            raise ParamError("out", str(out), f"holds {m} answers made with other parameters ({old_params[m]}): "
+                             "start over there ({overwrite}), use another {out}, or give the same {params}")
+    earlier = [m for m in old.get("methods") or [] if isinstance(m, str)]
+    merged = AnswerConfig.from_dict(config.to_dict())
+    merged.methods = earlier + [m for m in config.methods if m not in earlier]
+    merged.params = {**{m: old_params.get(m, {}) for m in earlier}, **config.params}
+    return merged
+
+
 def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: list[dict] | None = None, *,
                overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Answer every item with every method (resuming), score each answer, write the files of the module
@@ -125,10 +157,12 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
         except RHeadsError as e:
             raise RHeadsError(f"{config.input or 'input'} line {it['line']}: {e}") from None
     sha = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
-    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
-            "model_key": model_key(model), "model": model_meta(model), "items_sha": sha}
-    _, writer = open_run(out, meta, keys=("config", "model_key", "items_sha"), jsonl="answers.jsonl", kind="answer",
-                         defaults={"config": config.defaults()}, overwrite=overwrite)
+    folder = _merge_previous(Path(out), config, overwrite)
+    meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": folder.to_dict(),
+            "setup": _settings(config.to_dict()), "model_key": model_key(model), "model": model_meta(model),
+            "items_sha": sha}
+    _, writer = open_run(out, meta, keys=("setup", "model_key", "items_sha"), jsonl="answers.jsonl", kind="answer",
+                         defaults={"setup": _settings(config.defaults())}, overwrite=overwrite)
     path = Path(out) / "answers.jsonl"
     done = {(r["id"], r["method"]) for r in read_jsonl(path) if r.get("type") == "answer"}
     todo = [(it, m) for it in items for m in methods if (it["id"], m) not in done]
@@ -144,8 +178,9 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
                           "correct": _correct(got.answer, it["answers"], got.abstained),
                           "generated": got.generated, "reason": got.reason})
     ids = {it["id"] for it in items}
-    records = [r for r in read_jsonl(path) if r.get("type") == "answer" and r["id"] in ids and r["method"] in methods]
-    summary = {"config": config.to_dict(), "model": model_meta(model), "n_items": len(items),
-               "methods": summarize(records, list(methods))}
+    records = [r for r in read_jsonl(path) if r.get("type") == "answer" and r["id"] in ids
+               and r["method"] in folder.methods]
+    summary = {"config": folder.to_dict(), "model": model_meta(model), "n_items": len(items),
+               "methods": summarize(records, folder.methods)}
     atomic_write_json(Path(out) / "summary.json", summary)
     return summary
