@@ -158,3 +158,15 @@ def test_ruler_files_with_bad_lines_name_the_line_and_field(files, tmp_path):
     with pytest.raises(ParamError, match="folder name 'mystery' is no suite task") as e:
         check_config(_config(files, tasks=None, data=str(tmp_path / "data")))
     assert e.value.param == "data"
+
+
+def test_a_kv_policy_and_a_mask_reach_the_run(model, tok, files, tmp_path):
+    small = dict(tasks=["niah_single_1"], lengths=[600], samples=2)
+    kv = run_suite(model, tok, _config(files, **small, kv=KVConfig(policy="streaming", sink=4, recent=32)),
+                   tmp_path / "kv", progress=False, batch_size=2)
+    assert kv["kv_policy"] == "streaming" and 0 < kv["kv_bytes"] < kv["kv_bytes_full"]
+    masked = run_suite(model, tok, _config(files, **small, mask="heads:0-1,2-3"), tmp_path / "mask", progress=False)
+    assert masked["n_masked"] == 2 and masked["masked_heads"] and masked["kv_bytes"] == masked["kv_bytes_full"]
+    plain = run_suite(model, tok, _config(files, **small), tmp_path / "plain", progress=False)
+    preds = {p["id"]: p["pred"] for p in _preds(tmp_path / "plain")}
+    assert plain["n_masked"] == 0 and set(preds) == {p["id"] for p in _preds(tmp_path / "mask")}
