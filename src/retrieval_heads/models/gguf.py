@@ -29,24 +29,39 @@ CHUNK_BYTES = 64 << 20  # float32 bytes dequantized at a time for the chunked te
 _CHUNKED_PREFIXES = ("token_embd.", "output.")  # GGUF names that no transformers tensor processor changes
 
 
-def _raw_tensors(path: Path):
-    """(gguf name, ggml type, array) per tensor, in file order: the mmap'd data as the gguf package's `dequantize`
-    takes it ([..., row bytes] uint8 for block types, the values for float types). Read through transformers'
-    own header reader, which skips the tokenizer's string arrays; for a block type that reader does not know
-    (Q5_0 in Qwen2.5-Coder-0.5B, say), through the gguf package's reader."""
-    from transformers.integrations.gguf.reader import GgufHeader, load_gguf_state_dict
+def _tensor_table(path: Path) -> list[tuple[str, int, tuple[int, ...], int, int]]:
+    """(gguf name, ggml type, shape in torch order, absolute offset, bytes) per tensor, in file order, from
+    transformers' own header reader (it skips the tokenizer's string arrays) or, for a block type that reader
+    does not size (Q5_0 in Qwen2.5-Coder-0.5B, say), from the gguf package's reader. No tensor data is read."""
+    from transformers.integrations.gguf.reader import GgufHeader
 
     try:
         header = GgufHeader.from_file(str(path))
-        lazy = load_gguf_state_dict(header)
-    except ValueError:  # a ggml type transformers' reader does not size
+        table = [(t.name, t.ggml_type, tuple(t.shape), header.data_start + t.offset, t.nbytes) for t in header.tensors]
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        for _, ggml_type, *_ in table:
+            GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]  # a type the gguf package cannot size: the other reader
+        return table
+    except (ValueError, KeyError):
         from gguf import GGUFReader
 
-        for t in GGUFReader(str(path)).tensors:
-            yield t.name, int(t.tensor_type), t.data
-        return
-    for name, t in lazy.items():
-        yield name, t.ggml_type, np.asarray(t.data).reshape(*t.shape[:-1], -1)
+        return [(t.name, int(t.tensor_type), tuple(int(d) for d in reversed(t.shape)), int(t.data_offset),
+                 int(t.n_bytes)) for t in GGUFReader(str(path)).tensors]
+
+
+def _raw_tensors(path: Path):
+    """(gguf name, ggml type, array) per tensor, in file order: the bytes read from the file (not mapped, so the
+    process holds one tensor's bytes at a time), shaped as the gguf package's `dequantize` takes them:
+    [..., row bytes] uint8."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    with open(path, "rb") as f:
+        for name, ggml_type, shape, offset, nbytes in _tensor_table(path):
+            block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+            f.seek(offset)
+            data = np.frombuffer(f.read(nbytes), dtype=np.uint8)
+            yield name, ggml_type, data.reshape(*shape[:-1], shape[-1] // block * size)
 
 
 def _dequantize(data: np.ndarray, ggml_type: int) -> np.ndarray:
@@ -80,11 +95,34 @@ def load_gguf_weights(model, path: str | Path, dtype, parsed: dict) -> None:
         target = mapping[name]
         if target in params:
             _assign(model, target, out.reshape(params[target].shape))
+        del out
+        _release_heap(collect=False)  # this tensor's float32 temporaries: back to the OS, not kept as free heap
     model.tie_weights()
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise RHeadsError(f"{path.name} has no tensor for {len(missing)} weights of the {arch} model (e.g. "
                           f"{missing[0]}): pass a Hugging Face model directory instead")
+
+
+def _release_heap(collect: bool = True) -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim; elsewhere nothing), so what was freed does not
+    add to the load's peak: glibc raises its mmap threshold after large frees and then keeps freed memory as heap."""
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 @contextmanager
@@ -142,6 +180,8 @@ def build_gguf_model(path: str | Path, dtype, attn_implementation: str | None = 
 
     path = Path(path)
     parsed = load_gguf_checkpoint(str(path), return_tensors=False)  # the one full metadata parse
+    parsed.pop("tokenizer", None)  # the vocabulary as Python objects: not needed for the weights
+    _release_heap()  # the parse's Python objects are freed: hand their heap back before the weights arrive
     config = CONFIG_MAPPING[parsed["config"]["model_type"]].from_dict(dict(parsed["config"]))
     kwargs = {"dtype": dtype}
     if attn_implementation is not None:
