@@ -86,3 +86,13 @@ def test_unknown_and_repeated_tasks_are_param_errors():
         check_tasks(["niah_single_2", "nope"])
     with pytest.raises(ParamError, match="vt named twice"):
         check_tasks(["vt", "vt"])
+
+
+def test_the_answer_prefix_opens_the_assistant_turn(ctx_of):
+    chat = PromptBuilder(tokenizer(True), chat=True)
+    s = make_sample(get_task("niah_single_2"), ctx_of(500), chat, 500, 0, seed=0)
+    text = chat.text(s.input, s.answer_prefix)
+    assert text.startswith("<s><|user|>\n" + s.input) and text.endswith("<|end|>\n<|assistant|>\n" + s.answer_prefix)
+    plain = PromptBuilder(tokenizer(False), chat=False)
+    p = make_sample(get_task("niah_single_2"), ctx_of(500), plain, 500, 0, seed=0)
+    assert plain.text(p.input, p.answer_prefix) == p.input + p.answer_prefix and p.input_ids[0] == 0  # BOS

@@ -170,3 +170,17 @@ def test_a_kv_policy_and_a_mask_reach_the_run(model, tok, files, tmp_path):
     plain = run_suite(model, tok, _config(files, **small), tmp_path / "plain", progress=False)
     preds = {p["id"]: p["pred"] for p in _preds(tmp_path / "plain")}
     assert plain["n_masked"] == 0 and set(preds) == {p["id"] for p in _preds(tmp_path / "mask")}
+
+
+def test_a_ruler_prompt_above_the_context_names_its_line(model, tok, files, tmp_path):
+    folder = tmp_path / "long" / "niah_single_1"
+    folder.mkdir(parents=True)
+    long_input = "The grass is green. " * 400
+    (folder / "validation.jsonl").write_text(json.dumps({"index": 0, "input": "short", "outputs": ["1"]}) + "\n"
+                                             + json.dumps({"index": 1, "input": long_input, "outputs": ["1"]}) + "\n")
+    out = tmp_path / "long-run"
+    with pytest.raises(RHeadsError, match=r"line 2: the prompt takes \d+ tokens, with 3 new tokens above the "
+                                          r"model's context of 1024"):
+        run_suite(model, tok, _config(files, tasks=None, lengths=None, data=str(tmp_path / "long")), out,
+                  progress=False)
+    assert not out.exists()

@@ -97,6 +97,9 @@ def check_config(config: SuiteConfig) -> dict[str, tuple[Path, list[dict]]] | No
         if config.lengths is None:
             raise ParamError("lengths", None, "generated tasks need lengths, e.g. 4000,8000")
         check_tasks(config.tasks or [])
+        shared: dict = {}
+        for n in config.tasks:  # e.g. qa_2's dataset and reserved-rows list
+            get_task(n).check(_context(config, config.lengths[0], shared))
     return records
 
 
@@ -106,8 +109,10 @@ def _context(config: SuiteConfig, target: int, shared: dict) -> TaskContext:
                        seed=config.seed, _cache=shared)
 
 
-def prepare(tokenizer, config: SuiteConfig, max_ctx: int, records=None) -> list:
+def prepare(tokenizer, config: SuiteConfig, max_ctx: int, records=None, progress: bool = False) -> list:
     """Every sample of the run, checked against the model's context (`max_ctx`, 0: unknown)."""
+    from tqdm.auto import tqdm
+
     from .fit import finish, make_sample
     from .prompt import PromptBuilder
     from .registry import Built
@@ -123,10 +128,15 @@ def prepare(tokenizer, config: SuiteConfig, max_ctx: int, records=None) -> list:
                     raise ParamError("lengths", n, f"with the {gen} new tokens of {name} exceeds the model's context "
                                      f"of {max_ctx} tokens: use lengths up to {max_ctx - gen}")
             task.check(_context(config, config.lengths[0], shared))
+        bar = tqdm(total=len(config.tasks) * len(config.lengths) * config.samples, desc="suite prompts",
+                   unit="sample", disable=not progress)
         for name in config.tasks:
             for n in config.lengths:
                 ctx = _context(config, n, shared)
-                samples += [make_sample(get_task(name), ctx, prompt, n, i, config.seed) for i in range(config.samples)]
+                for i in range(config.samples):
+                    samples.append(make_sample(get_task(name), ctx, prompt, n, i, config.seed))
+                    bar.update(1)
+        bar.close()
         return samples
     for name, (path, recs) in records.items():
         task = get_task(name)
@@ -183,7 +193,7 @@ def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = No
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)
     cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))
-    samples = prepare(tokenizer, config, max_ctx, records)
+    samples = prepare(tokenizer, config, max_ctx, records, progress)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "masked_heads": format_heads(heads), "model": model_meta(model), "model_key": model_key(model),
             "data_sha": data_sha(samples)}
