@@ -48,3 +48,15 @@ def test_a_ruler_file_with_a_missing_field_names_the_line(model_dir, tmp_path, c
     f.write_text(json.dumps({"index": 0, "input": "x", "outputs": ["1"]}) + "\n" + json.dumps({"input": "y"}) + "\n")
     assert main(["suite", "run", "--model", model_dir, "--data", str(f), "--out", str(tmp_path / "o")]) == 2
     assert "line 2: missing field 'index'" in capsys.readouterr().err
+
+
+def test_suite_list_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib\nfrom retrieval_heads.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['suite', 'list'])\n"
+            "print([m for m in ('torch', 'transformers') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
