@@ -13,9 +13,9 @@ task's new tokens, the scores' shape, the qa data) and writes nothing before tha
 - `summary.json` (`summary.py`) and `heatmap.png` (task x length; `viz/suite.py`).
 
 Generated samples: `samples` per task and length, seeded by (`seed`, task, length, index). RULER files (`data`):
-the first `samples` records of each task; a record's index is its 0-based line in the file (RULER's own
-`index` can repeat), its length cell the smallest of `lengths` at or above its `length` field (no `lengths`:
-the file's largest `length`).
+the first `samples` records of each task; a record's index is its 0-based record number in the file (RULER's
+own `index` can repeat), its length cell the smallest of `lengths` at or above its `length` field (without the
+field: its prompt's RULER length; no `lengths`: the largest of those over the records used).
 
 Each prompt decodes up to its task's RULER budget of new tokens (`max_new_tokens` overrides it), in batches of
 one task and length (left-padded), under `AttentionController(ablate=mask)` and the KV policy's cache.
@@ -141,13 +141,16 @@ def prepare(tokenizer, config: SuiteConfig, max_ctx: int, records=None, progress
     for name, (path, recs) in records.items():
         task = get_task(name)
         gen = config.max_new_tokens or task.tokens_to_generate
-        largest = max(r.get("length", 0) for r in recs)
+        mine = []
         for i, r in enumerate(recs[: config.samples]):
             s = finish(task, prompt, Built(r["input"], r.get("answer_prefix", ""), r["outputs"]), 0, i)
             if max_ctx and len(s.input_ids) + gen > max_ctx:
                 raise RHeadsError(f"{path} line {r['line']}: the prompt takes {len(s.input_ids)} tokens, with {gen} "
                                   f"new tokens above the model's context of {max_ctx}: use shorter RULER files")
-            s.length = _cell(r.get("length", s.ruler_length), config.lengths, largest, path, r["line"])
+            mine.append((s, r.get("length", s.ruler_length), r["line"]))
+        largest = max(n for _, n, _ in mine)  # the file's nominal length (RULER writes at most max_seq_length)
+        for s, n, line in mine:
+            s.length = _cell(n, config.lengths, largest, path, line)
             samples.append(s)
     return samples
 
