@@ -23,19 +23,18 @@ prompt's tokens (`prompt.py`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ParamError, RHeadsError
+from ...registry import Registry
 
 FAMILIES = ("retrieval", "multi-hop", "aggregation", "qa")  # RULER's four, in its order
 METRICS = ("string_match_all", "string_match_part")
 RULER_ORDER = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
                "niah_multikey_3", "niah_multivalue", "niah_multiquery", "vt", "cwe", "fwe", "qa_1", "qa_2")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_TASKS: dict[str, "SuiteTask"] = {}
-_builtins_loaded = False
+_REGISTRY = Registry("suite task", f"{__package__}.tasks", "tasks", order=lambda name, task: (
+    FAMILIES.index(task.family), RULER_ORDER.index(name) if name in RULER_ORDER else len(RULER_ORDER)))
 
 
 @dataclass
@@ -74,38 +73,17 @@ class SuiteTask:
         """Fail before any work when this task's data is missing (e.g. qa's dataset)."""
 
 
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import importlib
-    import pkgutil
-
-    from . import tasks
-
-    for m in sorted(pkgutil.iter_modules(tasks.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{tasks.__name__}.{m.name}")
-
-
 def register_task(name: str, **params: Any):
     """Class decorator: register `cls(**params)` under `name` (its `name` set). A second class under a taken name
     is refused; the same class again (a module reloaded) replaces it."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise RHeadsError(f"suite task name {name!r}: use lower-case letters, digits and '_', starting with a letter")
+    _REGISTRY.check_name(name)
 
     def decorate(cls: type) -> type:
         if cls.family not in FAMILIES:
             raise RHeadsError(f"suite task {name}: family {cls.family!r} is not one of {', '.join(FAMILIES)}")
         if cls.metric not in METRICS:
             raise RHeadsError(f"suite task {name}: metric {cls.metric!r} is not one of {', '.join(METRICS)}")
-        old = _TASKS.get(name)
-        if old is not None and (type(old).__module__, type(old).__qualname__) != (cls.__module__, cls.__qualname__):
-            raise RHeadsError(f"a suite task named '{name}' is already registered ({type(old).__qualname__}): "
-                              "pick another name")
-        task = cls(**params)
-        task.name = name
-        _TASKS[name] = task
+        _REGISTRY.add(name, cls, cls(**params))
         return cls
 
     return decorate
@@ -113,23 +91,17 @@ def register_task(name: str, **params: Any):
 
 def unregister_task(name: str) -> None:
     """Remove a registered task (tests, notebooks); a name not registered is ignored."""
-    _TASKS.pop(name, None)
+    _REGISTRY.remove(name)
 
 
 def task_names() -> list[str]:
     """Every registered task name, by family, then in RULER's order, then by registration."""
-    _load_builtins()
-    order = {n: i for i, n in enumerate(_TASKS)}
-    return sorted(_TASKS, key=lambda n: (FAMILIES.index(_TASKS[n].family),
-                                        RULER_ORDER.index(n) if n in RULER_ORDER else len(RULER_ORDER), order[n]))
+    return _REGISTRY.names()
 
 
 def get_task(name: str, param: str = "tasks") -> SuiteTask:
     """The task registered under `name`; ParamError of `param` naming the registered ones otherwise."""
-    _load_builtins()
-    if name not in _TASKS:
-        raise ParamError(param, name, f"unknown suite task: use one of {', '.join(task_names())}")
-    return _TASKS[name]
+    return _REGISTRY.get(name, param)
 
 
 def check_tasks(names: list[str], param: str = "tasks") -> list[str]:
