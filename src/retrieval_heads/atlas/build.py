@@ -25,7 +25,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import ParamError, RHeadsError
+from ..heads.scores import HeadScores
 from .entry import AtlasEntry, check_name, read_entry, write_entry
 from .match import file_sha256, weights_file
 from .store import SHIPPED_DIR, entry_path, user_dir
@@ -52,6 +55,16 @@ PAPER_PROBE = {"recorded": False, "script": "retrieval_head_detection.py",
 SHIPPED_RUNS = {"smollm2": "smollm2-135m", "gemma": "gemma3-270m", "qwen": "qwen2.5-coder-0.5b",
                 "qwen15": "qwen2.5-coder-1.5b"}
 PARAMS_B = {"smollm2-135m": 0.135, "gemma3-270m": 0.27, "qwen2.5-coder-0.5b": 0.49, "qwen2.5-coder-1.5b": 1.5}
+
+
+def means_of_paper(raw: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """([L, H] mean, [L, H] sample count) of a paper-format score file, each mean as `HeadScores.mean` computes it
+    (the one reader of the format, with its one-line errors); a head the file lacks has mean 0 over 0 samples."""
+    scores = HeadScores.from_paper(raw, source)
+    count = np.zeros((scores.num_layers, scores.num_heads), dtype=int)
+    for (l, h), v in scores.per_sample.items():
+        count[l, h] = len(v)
+    return scores.mean(), count
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -87,7 +100,7 @@ def entry_from_run(run_dir: str | Path, name: str | None = None, cache_dir=None)
     meta = _read_json(run_dir / "config.json", "config.json")
     summary = _read_json(run_dir / "summary.json", "summary.json") if (run_dir / "summary.json").exists() else {}
     raw = _read_json(run_dir / "scores.json", "scores.json")
-    mean, samples = AtlasEntry.means_of_paper(raw, str(run_dir / "scores.json"))
+    mean, samples = means_of_paper(raw, str(run_dir / "scores.json"))
     model = dict(meta.get("model") or {})
     config = dict(meta.get("config") or {})
     spec = (config.get("model") or {}).get("model")
@@ -138,7 +151,7 @@ def paper_entry(raw: Any, file: str, commit: str) -> AtlasEntry:
     if base not in PAPER_MODELS:
         raise RHeadsError(f"{file} is not one of the paper's seven score files ({', '.join(PAPER_MODELS)})")
     name, model, family, L, H, kv, params = PAPER_MODELS[base]
-    mean, samples = AtlasEntry.means_of_paper(raw, file)
+    mean, samples = means_of_paper(raw, file)
     if mean.shape != (L, H):
         raise RHeadsError(f"{file} has {mean.shape[0]} x {mean.shape[1]} heads but {model} has {L} x {H}")
     source = {"kind": "paper", "repository": PAPER_REPO, "commit": commit, "file": f"head_score/{base}",

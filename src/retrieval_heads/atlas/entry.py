@@ -92,29 +92,6 @@ class AtlasEntry:
                 "mean": [[float(x) for x in row] for row in self.mean],
                 "samples": [[int(x) for x in row] for row in self.samples]}
 
-    @staticmethod
-    def means_of_paper(raw: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
-        """([L, H] mean, [L, H] sample count) of a paper-format score file, each mean as `np.mean` of the head's
-        list (what `HeadScores.mean` computes); a head the file lacks has mean 0 over 0 samples."""
-        if not isinstance(raw, dict) or not raw:
-            raise RHeadsError(f'{source} is not a head-score file: expected {{"layer-head": [scores, ...]}}')
-        per: dict[tuple[int, int], list[float]] = {}
-        for key, val in raw.items():
-            try:
-                l, h = (int(x) for x in str(key).split("-"))
-                vals = [float(v[0] if isinstance(v, list) else v) for v in (val if isinstance(val, list) else [val])]
-            except (TypeError, ValueError, IndexError):
-                raise RHeadsError(f"{source}: '{key}' is not 'layer-head' with a list of scores") from None
-            if l < 0 or h < 0:
-                raise RHeadsError(f"{source}: key '{key}' names a negative layer or head")
-            per[(l, h)] = vals
-        L, H = 1 + max(l for l, _ in per), 1 + max(h for _, h in per)
-        mean, count = np.zeros((L, H)), np.zeros((L, H), dtype=int)
-        for (l, h), v in per.items():
-            mean[l, h] = float(np.mean(v)) if v else 0.0
-            count[l, h] = len(v)
-        return mean, count
-
 
 def write_entry(entry: AtlasEntry, path: str | Path) -> Path:
     """Write an entry atomically (temp file + rename); each matrix row on one line, so diffs stay readable."""
