@@ -53,8 +53,8 @@ def _tensor_table(path: Path) -> list[tuple[str, int, tuple[int, ...], int, int]
                  int(t.n_bytes)) for t in GGUFReader(str(path)).tensors]
 
 
-def _check_complete(path: Path) -> None:
-    """One line when the file ends before its last tensor (a partial copy or download)."""
+def _check_complete(path: Path) -> list[tuple[str, int, tuple[int, ...], int, int]]:
+    """The tensor table of `path`; one line when the file ends before its last tensor (a partial copy or download)."""
     try:
         table = _tensor_table(path)
     except ValueError as err:
@@ -63,16 +63,17 @@ def _check_complete(path: Path) -> None:
     end = max((offset + nbytes for *_, offset, nbytes in table), default=0)
     if path.stat().st_size < end:
         raise RHeadsError(f"{path} is truncated ({path.stat().st_size} of {end} bytes): copy or download it again")
+    return table
 
 
-def _raw_tensors(path: Path):
+def _raw_tensors(path: Path, table: list | None = None):
     """(gguf name, ggml type, array) per tensor, in file order: the bytes read from the file (not mapped, so the
     process holds one tensor's bytes at a time), shaped as the gguf package's `dequantize` takes them:
     [..., row bytes] uint8."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     with open(path, "rb") as f:
-        for name, ggml_type, shape, offset, nbytes in _tensor_table(path):
+        for name, ggml_type, shape, offset, nbytes in table if table is not None else _tensor_table(path):
             block, size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
             f.seek(offset)
             buf = f.read(nbytes)
@@ -89,9 +90,10 @@ def _dequantize(data: np.ndarray, ggml_type: int) -> np.ndarray:
     return dequantize(data, GGMLQuantizationType(ggml_type))
 
 
-def load_gguf_weights(model, path: str | Path, dtype, parsed: dict) -> None:
+def load_gguf_weights(model, path: str | Path, dtype, parsed: dict, table: list | None = None) -> None:
     """Assign every GGUF tensor of `path` to `model`'s parameters (built on the meta device), in `dtype`;
-    `parsed` is transformers' `load_gguf_checkpoint(path)` (its config feeds the tensor processor)."""
+    `parsed` is transformers' `load_gguf_checkpoint(path)` (its config feeds the tensor processor); `table` the
+    tensor table when the caller has read it (`_check_complete`), else it is read here."""
     import torch
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map
 
@@ -101,7 +103,7 @@ def load_gguf_weights(model, path: str | Path, dtype, parsed: dict) -> None:
     with _memoized_name_maps():
         mapping = get_gguf_hf_weights_map(model, processor)
     params = dict(model.named_parameters(remove_duplicate=False))
-    for name, ggml_type, data in _raw_tensors(path):
+    for name, ggml_type, data in _raw_tensors(path, table):
         if name.startswith(_CHUNKED_PREFIXES) and name in mapping and data.ndim == 2:
             out = _dequantize_rows(data, ggml_type, dtype)  # [rows, cols] in dtype, chunk by chunk
         else:
@@ -199,7 +201,7 @@ def build_gguf_model(path: str | Path, dtype, attn_implementation: str | None = 
     from transformers.integrations.gguf.utils import is_gguf_arch_supported
 
     path = Path(path)
-    _check_complete(path)
+    table = _check_complete(path)  # read once: the Q5_0 fallback parses the whole header again otherwise
     arch = _gguf_arch(path)
     if is_gguf_arch_supported(arch) or arch in STOCK_ARCHS:  # transformers' own GGUF path: use it as it is
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
@@ -213,6 +215,6 @@ def build_gguf_model(path: str | Path, dtype, attn_implementation: str | None = 
         kwargs["attn_implementation"] = attn_implementation
     with init_empty_weights(include_buffers=False):  # parameters on meta; buffers (rotary inv_freq) real
         model = AutoModelForCausalLM.from_config(config, **kwargs)
-    load_gguf_weights(model, path, dtype, parsed)
+    load_gguf_weights(model, path, dtype, parsed, table)
     model.generation_config = GenerationConfig.from_model_config(model.config)
     return model.eval()
