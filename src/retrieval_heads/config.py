@@ -66,3 +66,4 @@ class DetectConfig(Config):
     stop: list[str] | None = None  # stop strings; None: a newline after the answer for plain templates, none in chat
     threshold: float = 0.1  # heads scoring above it are retrieval heads
     rouge_threshold: float = 0.5  # samples count when ROUGE-1 recall of the answer is above it
+    shard: str | None = None  # "i/n": only the i-th of n cost-balanced parts of the samples (cluster/shard.py)

@@ -50,6 +50,45 @@ def add_out_args(p: argparse.ArgumentParser, default: str) -> None:
                    help="delete what --out holds and start over (a run made with other settings is refused without it)")
 
 
+def add_shard_arg(p: argparse.ArgumentParser, units: str = "samples") -> None:
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help=f"run only the I-th of N parts of the {units} (I from 0; balanced by token length) into "
+                   "--out, a folder of its own; `rheads merge` combines the N folders into the unsharded run's")
+
+
+SHARD_FREE = {"--shard": 1, "--out": 1, "--overwrite": 0}  # flags a merge's unsharded pass leaves out (and their values)
+
+
+def unsharded_argv(argv: list[str]) -> list[str]:
+    """The subcommand's arguments without --shard, --out and --overwrite (the merge gives its own --out)."""
+    out, skip = [], 0
+    for x in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = x.split("=", 1)[0]
+        if name in SHARD_FREE:
+            skip = SHARD_FREE[name] if "=" not in x else 0
+            continue
+        out.append(x)
+    return out
+
+
+def finish_shard(a, complete: bool = True) -> None:
+    """After a sharded command returned: `--out`/shard-done.json, which `rheads merge` requires of each shard
+    (not written while parts of a sweep are missing: `complete` False)."""
+    if getattr(a, "shard", None) is None or not complete:
+        return
+    from pathlib import Path
+
+    from ..cluster.shard import DONE
+    from ..io.jsonl import atomic_write_json
+    from ..version import FORMAT_VERSION, __version__
+
+    atomic_write_json(Path(a.out) / DONE, {"version": FORMAT_VERSION, "toolkit": __version__, "shard": a.shard,
+                                           "command": unsharded_argv(a.argv)})
+
+
 def parse_ks(spec: str, example: str, minimum: int = 0) -> list[int]:
     """'0,5,10' -> [0, 5, 10]; a one-line error otherwise."""
     try:

@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_model_args, add_out_args, add_probe_args, model_config, parse_list, probe_config
+from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, model_config,
+                     parse_list, probe_config)
 
 
 def cmd_detect(a) -> None:
     from ..config import DetectConfig
 
     config = DetectConfig(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,
-                          threshold=a.threshold, stop=parse_list(a.stop))  # flag errors before torch loads
+                          threshold=a.threshold, stop=parse_list(a.stop), shard=a.shard)  # flag errors before torch loads
     from ..detection.detect import detect, format_summary
     from ..io.jsonl import of_type, read_jsonl
 
@@ -24,6 +25,7 @@ def cmd_detect(a) -> None:
     summary = json.loads((out / "summary.json").read_text())
     print(format_summary(summary))
     n = len(of_type(read_jsonl(out / "samples.jsonl"), "sample"))
+    finish_shard(a)
     print(f"\n{n} samples in {summary['seconds']:.0f} s of decoding; results in {out}/ "
           "(scores.json, samples.jsonl, heatmap.png, summary.json)")
 
@@ -44,6 +46,7 @@ def add_parsers(sub) -> None:
                    "the answer for plain templates, none with a chat template)")
     p.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (left-padded; same scores)")
     add_out_args(p, "runs/detect")
+    add_shard_arg(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("models", help="the offline models this install can load, and how to get the others")

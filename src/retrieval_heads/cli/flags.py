@@ -70,6 +70,7 @@ PARAM_FLAGS: dict[str, str] = {
     "task_name": "--task-name",
     "qa_data": "--qa-data",
     "heldout": "--heldout",
+    "shard": "--shard",
 }
 
 

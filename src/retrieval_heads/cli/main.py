@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import answer, atlas, detect, intrinsic, kv, monitor, niah, report, suite, tasks
+from . import answer, atlas, cluster, detect, intrinsic, kv, monitor, niah, report, suite, tasks
 from .common import guarded
 
-GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer, suite)
+GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer, suite, cluster)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a shard records its command for `rheads merge`
     return guarded(lambda: args.func(args))
 
 

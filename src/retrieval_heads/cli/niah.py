@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
-from .common import (add_model_args, add_out_args, add_probe_args, load, model_config, parse_list, probe_config,
-                     run_plan, sweep_kwargs)
+from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, load, model_config,
+                     parse_list, probe_config, run_plan, sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
 
 _DEFAULT_KS = "0,5,10,20,50,100"
@@ -44,13 +44,14 @@ def cmd_niah(a) -> None:
     config = NiahConfig(model=mc, probe=probe, mask=a.mask, scores=a.scores,
                         ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
                         max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop), mean_ref_prompts=a.mean_ref_prompts,
-                        mean_ref_length=a.mean_ref_length, **kv_kwargs(a))  # flag errors before the model loads
+                        mean_ref_length=a.mean_ref_length, shard=a.shard, **kv_kwargs(a))  # flag errors before the model loads
     from ..evals.niah import format_summary, run_niah
 
     _, model, tokenizer = load(a)
     summary = run_niah(model, tokenizer, config, out=Path(a.out), overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_summary(summary))
     print(kv_line(summary))
+    finish_shard(a)
     print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
 
 
@@ -60,12 +61,14 @@ def cmd_ablate(a) -> None:
     from ..studies.ablate import AblateConfig
 
     config = AblateConfig(model=mc, probe=probe, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
-                          mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, **sweep)
+                          mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, shard=a.shard,
+                          **sweep)
     from ..studies.ablate import format_table, run_ablate
 
     _, model, tokenizer = load(a)
-    run_plan(run_ablate, model, tokenizer, config, a, format_table,
-             "summary.json, curve.png, classes.png, one NIAH run dir per mask")
+    summary = run_plan(run_ablate, model, tokenizer, config, a, format_table,
+                       "summary.json, curve.png, classes.png, one NIAH run dir per mask")
+    finish_shard(a, complete=not summary.get("missing"))
 
 
 def add_parsers(sub) -> None:
@@ -78,6 +81,7 @@ def add_parsers(sub) -> None:
                    "random-layer:K (outside it, in the top-K's layers) or heads:16-19,11-15 (layer-head list)")
     add_kv_args(p)
     add_out_args(p, "runs/niah")
+    add_shard_arg(p)
     p.set_defaults(func=cmd_niah)
 
     p = sub.add_parser("ablate", help="NIAH score vs K: top-K retrieval heads masked against K random heads",
@@ -91,4 +95,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", default=None, help="run only these parts (e.g. top-k20,random-k20-seed0) to split the "
                    "work across processes sharing --out; the summary covers what has finished")
     add_out_args(p, "runs/ablate")
+    add_shard_arg(p, "grid's samples (every run of the sweep does the same part)")
     p.set_defaults(func=cmd_ablate)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cluster.shard import select
 from ..config import DetectConfig
 from ..errors import RHeadsError
 from ..heads.scores import HeadScores, scores_from_records
@@ -49,6 +50,7 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
     if tokenizer is None:
         raise RHeadsError("detect() needs the tokenizer of a loaded model: detect(model, config, tokenizer=tok)")
     g = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
+    select(g.samples, config.shard, cost=lambda s: s.length, key=lambda s: s.id)  # a bad shard before out is touched
 
     done: dict[str, dict] = {}
     writer = None
@@ -58,6 +60,7 @@ def detect(model: Any, config: DetectConfig, *, tokenizer: Any = None, out: str 
                 "model": model_meta(model), "model_key": model_key(model), "data_sha": g.data_sha}
         done, writer = open_run(out, meta, keys=("config", "model_key", "data_sha"), jsonl="samples.jsonl",
                                 kind="sample", defaults={"config": config.defaults()}, overwrite=overwrite)
+    g.samples = select(g.samples, config.shard, cost=lambda s: s.length, key=lambda s: s.id, out=out)
     try:
         results = run_batches(g.samples, done, batch_size,
                               lambda batch: run_batch(model, tokenizer, g, batch, config), writer, "detect",

@@ -23,6 +23,9 @@ the cache held) and `kv_bytes_full` (what the full cache holds for the same prom
 (and the window and selection of a compressing policy). Run files that stored the KV fields flat (`kv`,
 `kv_sink`, ...) are read, and resume, as the same config (`NiahConfig.from_dict`, `kvcache/config.py`).
 
+`shard` ("i/n") runs the i-th of n cost-balanced parts of the samples (`cluster/shard.py`); `rheads merge`
+combines the parts.
+
 Left out on purpose: sampling (greedy only),
 LLM-judged scoring, and checking whether a hallucination is copied from the haystack.
 """
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.stats import bootstrap_ci
+from ..cluster.shard import select
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import RHeadsError
 from ..atlas.match import check_model as check_atlas_model
@@ -75,6 +79,7 @@ class NiahConfig(Config):
     mean_ref_length: int = 1000  # tokens per window (capped by the model's context)
     kv: KVConfig = field(default_factory=KVConfig)  # the KV cache (kvcache/config.py); default: the full cache
     lengths_only: list[int] | None = None  # run only these lengths of the probe's grid, with the whole grid's needles
+    shard: str | None = None  # "i/n": only the i-th of n cost-balanced parts of the samples (cluster/shard.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NiahConfig":
@@ -95,6 +100,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
             raise RHeadsError(f"lengths_only {config.lengths_only}: pick some of the grid's lengths "
                               f"{config.probe.lengths}")
         g.samples = [s for s in g.samples if s.length in config.lengths_only]
+    select(g.samples, config.shard, cost=lambda s: s.length, key=lambda s: s.id)  # a bad shard before out is touched
     L, H, max_ctx = g.num_layers, g.num_heads, g.max_ctx
     if config.scores:
         check_atlas_model(config.scores, model)  # other dimensions refused, other weights warned
@@ -120,6 +126,7 @@ def run_niah(model, tokenizer, config: NiahConfig, out: str | Path | None = None
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
                                 jsonl="samples.jsonl", kind="sample", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
+    g.samples = select(g.samples, config.shard, cost=lambda s: s.length, key=lambda s: s.id, out=out)
 
     try:
         if config.ablation == "mean" and heads and any(s.id not in done for s in g.samples):

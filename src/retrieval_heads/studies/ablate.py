@@ -13,6 +13,9 @@ run, over seeds then cells for a control), `top_minus_random` ... (the top-K mea
 interval paired over cells) and the response classes; runs not finished yet are listed
 under `missing`), curve.png (mean score vs K per kind, with the intervals) and classes.png.
 
+`shard` ("i/n") gives every run of the sweep the i-th of n cost-balanced parts of the grid's samples, so a
+shard's folder is a whole sweep over part of the grid; `rheads merge` combines them.
+
 Everything (scores, K, seeds, controls, the grid against the model's context, the data) is checked before
 `out` is claimed.
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.stats import format_diff
+from ..cluster.shard import select
 from ..config import ModelConfig, ProbeConfig
 from ..io.jsonl import atomic_write_json
 from ..io.rundir import claim_run_dir
@@ -51,12 +55,14 @@ class AblateConfig(SweepConfig):
     stop: list[str] | None = None  # see NiahConfig
     mean_ref_prompts: int = 4  # mode mean: see NiahConfig
     mean_ref_length: int = 1000
+    shard: str | None = None  # "i/n": every run of the sweep does the i-th of n parts of the grid's samples
 
     def niah(self, mask: str, seed: int = 0) -> NiahConfig:
         """The NIAH config of one run of the experiment."""
         return NiahConfig(model=self.model, probe=self.probe, mask=mask, scores=self.scores, ablation=self.ablation,
                           threshold=self.threshold, mask_seed=seed, max_new_tokens=self.max_new_tokens, stop=self.stop,
-                          mean_ref_prompts=self.mean_ref_prompts, mean_ref_length=self.mean_ref_length)
+                          mean_ref_prompts=self.mean_ref_prompts, mean_ref_length=self.mean_ref_length,
+                          shard=self.shard)
 
 
 def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress: bool = True,
@@ -68,7 +74,8 @@ def run_ablate(model, tokenizer, config: AblateConfig, out: str | Path, progress
     scores = check_sweep(config, L, H, "rheads ablate")
     runs = plan(config)
     check_only(only, [r.name for r in runs])
-    prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)  # grid, context, data
+    g = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)  # grid, context, data
+    select(g.samples, config.shard, cost=lambda s: s.length, key=lambda s: s.id)  # a bad shard before out is touched
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()},
                         defaults={"config": config.defaults()}, overwrite=overwrite)
 
