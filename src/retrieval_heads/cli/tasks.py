@@ -15,7 +15,9 @@ from pathlib import Path
 
 from ..errors import RHeadsError
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
-from .common import add_chat_args, add_model_args, add_out_args, load, model_config, parse_list, run_plan, sweep_kwargs
+from ..cluster.shard import parse_shard
+from .common import (add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load, model_config,
+                     parse_list, run_plan, sweep_kwargs)
 
 _DEFAULT_KS = "0,10,20,50"
 
@@ -56,24 +58,27 @@ def cmd_eval(a) -> None:
             raise RHeadsError(f"--cot and --mode {mode} disagree: give one of them")
         mode = "cot"
     mc = model_config(a)  # one-line errors before torch loads
+    parse_shard(a.shard)
     from ..evals.taskeval import EvalConfig, format_summary, run_eval
 
     config = EvalConfig(model=mc, task=a.task, data=a.data, split=a.split, mode=mode, limit=a.limit, shots=a.shots,
                         fewshot_file=a.fewshot_file, steps=a.steps, seed=a.item_seed, chat=a.chat, mask=a.mask,
                         scores=a.scores, ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
                         max_new_tokens=a.max_new_tokens, mean_ref_prompts=a.mean_ref_prompts,
-                        stop_at_answer=a.stop_at_answer)
+                        stop_at_answer=a.stop_at_answer, shard=a.shard)
     config.resolved()  # the task and its mode, before the model loads
     _, model, tokenizer = load(a)
     summary = run_eval(model, tokenizer, config, out=Path(a.out), batch_size=a.batch_size, overwrite=a.overwrite)
     print(format_summary(summary))
+    finish_shard(a)
     print(f"\nresults in {a.out}/ (items.jsonl, summary.json)")
 
 
 def cmd_cot_experiment(a) -> None:
     mc = model_config(a)  # one-line errors before torch loads
     sweep = sweep_kwargs(a, "rheads cot-experiment", _DEFAULT_KS, mask_seed=a.mask_seed)
-    from ..studies.cot import CotConfig, format_table, run_cot_experiment
+    parse_shard(a.shard)
+    from ..studies.cot import CotConfig, format_table, run_cot_experiment, unfinished
 
     config = CotConfig(model=mc, task=a.task, data=a.data, limit=a.limit,
                        shots=a.shots, fewshot_file=a.fewshot_file, steps=a.steps, seed=a.item_seed,
@@ -81,10 +86,12 @@ def cmd_cot_experiment(a) -> None:
                        closedbook_limit=a.closedbook_limit, chat=a.chat, max_new_tokens_cot=a.max_new_tokens_cot,
                        max_new_tokens_direct=a.max_new_tokens_direct,
                        max_new_tokens_closedbook=a.max_new_tokens_closedbook, mean_ref_prompts=a.mean_ref_prompts,
-                       copy_items=a.copy_items, modes=parse_list(a.modes), stop_at_answer=a.stop_at_answer, **sweep)
+                       copy_items=a.copy_items, modes=parse_list(a.modes), stop_at_answer=a.stop_at_answer,
+                       shard=a.shard, **sweep)
     _, model, tokenizer = load(a)
-    run_plan(run_cot_experiment, model, tokenizer, config, a, format_table,
-             "summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run")
+    summary = run_plan(run_cot_experiment, model, tokenizer, config, a, format_table,
+                       "summary.json, drop.png, copy_share.json, copy_share.png, one eval dir per run")
+    finish_shard(a, complete=not unfinished(config, summary, a.out))
 
 
 def cmd_extend_cut(a) -> None:
@@ -141,6 +148,7 @@ def add_parsers(sub) -> None:
                    "heads:16-19,11-15 (layer-head list)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's for the mode")
     add_out_args(p, "runs/eval")
+    add_shard_arg(p, "items")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("cot-experiment", help="CoT, direct and closed-book accuracy vs K masked heads, and the CoT "
@@ -169,6 +177,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", default=None, help="run only these parts, e.g. cot/top-k50,cot/random-k50-seed0,copy, "
                    "to split the runs across processes sharing --out (give each process different parts); the "
                    "summary covers what has finished")
+    add_shard_arg(p, "items (every run and the copy analysis do the same part of theirs)")
     p.set_defaults(func=cmd_cot_experiment)
 
     p = sub.add_parser("extend-cut", help="rerun the answers a token limit cut off with a higher limit",

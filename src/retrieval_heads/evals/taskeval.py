@@ -15,6 +15,11 @@ item: rerunning the same config skips the items already there), summary.json (`a
 `n`, plus counts, the mask and the model's shape). `check_eval` makes every check of a run without writing
 anything (`run_eval` calls it before creating `out`; `cot` calls it for each mode before claiming its own).
 
+`shard` ("i/n") runs the i-th of n parts of the items, balanced by prompt length (`cluster/shard.py`; the
+partition is over all of the task's items, before `only_ids`); `rheads merge` combines the parts. Everything a
+shard shares with the whole run stays the whole run's: the items' hash, their `index`, and the prompts of the
+`mean` ablation's reference.
+
 Left out on purpose: sampling and self-consistency (greedy only), stop strings during decoding (a plain
 prompt's continuation is cut at the next "Question:" before extraction), and sorting prompts by length.
 """
@@ -32,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..analysis.stats import bootstrap_ci
+from ..cluster.shard import select
 from ..config import Config, ModelConfig
 from ..errors import ParamError, RHeadsError
 from ..atlas.match import check_model as check_atlas_model
@@ -71,6 +77,7 @@ class EvalConfig(Config):
     mean_ref_prompts: int = 8  # ablation mean: the first N prompts of the run give the reference means
     stop_at_answer: bool = False  # number tasks: stop a generation once its "answer is N" line is complete
     only_ids: list[str] | None = None  # run only the items with these ids (the cut-off reruns, extend.py)
+    shard: str | None = None  # "i/n": only the i-th of n parts of the items, balanced by prompt length
 
     def resolved(self) -> "EvalConfig":
         """The config with the task's defaults filled in (mode, shots, max_new_tokens), as the run records it."""
@@ -86,10 +93,34 @@ def items_hash(items: list[Item]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]]:
-    """The items of a resolved config and their prompts."""
+def _all_items(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]]:
+    """Every item of the task (the limit applied) and its prompt, before `only_ids` and the shard."""
     spec = get_task(config.task)
     items = load_items(spec, config.data, limit=config.limit, steps=config.steps, seed=config.seed, split=config.split)
+    shots = load_exemplars(spec, config.shots or 0, config.fewshot_file, steps=config.steps, seed=config.seed)
+    chat = use_chat(tokenizer, config.chat)
+    return items, [build_prompt(tokenizer, it, config.mode, shots, chat) for it in items]
+
+
+def shard_units(items: list[Item], prompts: list[TaskPrompt]) -> list[tuple[str, int]]:
+    """(id, prompt tokens) of each item: the units a shard picks from, and their costs."""
+    return [(it.id, len(p.input_ids)) for it, p in zip(items, prompts)]
+
+
+def select_shard(units: list[tuple[str, int]], shard: str | None, out: Path | None = None,
+                 jsonl: str = "items.jsonl") -> set[str]:
+    """The ids of this shard's units (a one-line ParamError for a bad shard); with `out`, writes its manifest."""
+    mine = select(units, shard, cost=lambda u: u[1], key=lambda u: u[0], out=out, jsonl=jsonl, kind="item",
+                  what="items")
+    return {u[0] for u in mine}
+
+
+def prepare_run(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt], list[int], list]:
+    """The run's items and prompts (`only_ids` applied, the shard not), the indices of this shard's among them,
+    and the units of the shard's partition (`shard_units` of all the task's items)."""
+    items, prompts = _all_items(tokenizer, config)
+    units = shard_units(items, prompts)
+    mine = select_shard(units, config.shard)
     if config.only_ids is not None:
         if not config.only_ids:
             raise RHeadsError("only_ids is empty: there is no item to run")
@@ -98,10 +129,15 @@ def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]
             raise RHeadsError(f"{len(unknown)} item ids to run are not among the task's items (e.g. "
                               f"{sorted(unknown)[0]!r}): the data or the item limit changed since the run was made")
         keep = set(config.only_ids)
-        items = [it for it in items if it.id in keep]  # in the task's order
-    shots = load_exemplars(spec, config.shots or 0, config.fewshot_file, steps=config.steps, seed=config.seed)
-    chat = use_chat(tokenizer, config.chat)
-    return items, [build_prompt(tokenizer, it, config.mode, shots, chat) for it in items]
+        kept = [i for i, it in enumerate(items) if it.id in keep]  # in the task's order
+        items, prompts = [items[i] for i in kept], [prompts[i] for i in kept]
+    return items, prompts, [i for i, it in enumerate(items) if it.id in mine], units
+
+
+def prepare(tokenizer, config: EvalConfig) -> tuple[list[Item], list[TaskPrompt]]:
+    """The items of a resolved config and their prompts (this shard's, with `shard`)."""
+    items, prompts, mine, _ = prepare_run(tokenizer, config)
+    return [items[i] for i in mine], [prompts[i] for i in mine]
 
 
 @dataclass
@@ -111,9 +147,11 @@ class EvalPlan:
     config: EvalConfig
     heads: list[tuple[int, int]]
     ctl: AttentionController
-    items: list[Item]
+    items: list[Item]  # the run's (`only_ids` applied), every shard's
     prompts: list[TaskPrompt]
     batch_size: int
+    mine: list[int]  # indices of this shard's items (all of them unsharded)
+    units: list[tuple[str, int]]  # what the shard was picked from (`shard_units`)
 
 
 def check_eval(model, tokenizer, config: EvalConfig, batch_size: int | None = None) -> EvalPlan:
@@ -133,13 +171,13 @@ def check_eval(model, tokenizer, config: EvalConfig, batch_size: int | None = No
         check_atlas_model(config.scores, model)  # other dimensions refused, other weights warned
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)  # validates the mode
-    items, prompts = prepare(tokenizer, config)
+    items, prompts, mine, units = prepare_run(tokenizer, config)
     longest = max(len(p.input_ids) for p in prompts)
     if max_ctx and longest + config.max_new_tokens > max_ctx:
         raise ParamError("max_new_tokens", config.max_new_tokens, f"the longest prompt ({longest} tokens) + "
                          f"{config.max_new_tokens} new tokens exceeds the model's context of {max_ctx}: use fewer "
                          "{shots} or a smaller {max_new_tokens}")
-    return EvalPlan(config, heads, ctl, items, prompts, batch_size)
+    return EvalPlan(config, heads, ctl, items, prompts, batch_size, mine, units)
 
 
 def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None, *, batch_size: int | None = None,
@@ -170,13 +208,15 @@ def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "items_sha", "model_key"),
                                 jsonl="items.jsonl", kind="item", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
+        if config.shard is not None:
+            select_shard(plan.units, config.shard, out)  # the manifest `rheads merge` reads
 
-    todo = [i for i, it in enumerate(items) if it.id not in done]
+    todo = [i for i in plan.mine if items[i].id not in done]
     try:
         if mean_info and todo:
             refs = [torch.tensor([p.input_ids]) for p in prompts[: mean_info["n_prompts"]]]
             ctl.means = collect_means(model, refs)  # layer -> [H, D]
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="item", disable=not progress,
+        bar = tqdm(total=len(plan.mine), initial=len(plan.mine) - len(todo), unit="item", disable=not progress,
                    desc=f"{config.task} {mode} {config.mask}")
         for s in range(0, len(todo), batch_size):
             batch = todo[s : s + batch_size]
@@ -192,14 +232,14 @@ def run_eval(model, tokenizer, config: EvalConfig, out: str | Path | None = None
                 if writer:
                     writer.write(rec)
             bar.update(len(batch))
-            n_ok = sum(done[it.id]["correct"] for it in items if it.id in done)
+            n_ok = sum(done[items[i].id]["correct"] for i in plan.mine if items[i].id in done)
             bar.set_postfix(acc=f"{n_ok / max(1, len(done)):.3f}")
         bar.close()
     finally:
         if writer:
             writer.close()
 
-    results = [done[it.id] for it in items]
+    results = [done[items[i].id] for i in plan.mine]
     summary = eval_summary(results, config, heads, mean_info, model, batch_size)
     if out is not None:
         atomic_write_json(out / "summary.json", summary)

@@ -22,6 +22,11 @@ right (an upper bound on what a longer limit could give), each the mean over see
 the top-K accuracy minus the control's, {diff, ci95} paired over items (`sweep.aggregate`);
 runs not finished yet are listed under `missing`); drop.png; copy_share.{jsonl,json,png}.
 
+`shard` ("i/n") gives every part the i-th of n parts of its items, balanced by prompt length: each run of a mode
+the same shard of that mode's items, the copy analysis the same shard of its `copy_items` (`out/shard.json`), so a
+shard's folder is a whole experiment over part of the items; `rheads merge` combines them (`unfinished` names
+the parts a shard still lacks, the copy analysis included).
+
 Left out on purpose: significance tests, other head-selection baselines, and masking during the copy pass
 (the copy analysis describes the unmasked model).
 """
@@ -29,11 +34,12 @@ Left out on purpose: significance tests, other head-selection baselines, and mas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..analysis.stats import format_diff
+from ..cluster.shard import parse_shard
 from ..config import ModelConfig
 from ..errors import ParamError, RHeadsError
 from ..io.jsonl import atomic_write_json
@@ -43,7 +49,7 @@ from ..capture.attention import check_model
 from ..version import FORMAT_VERSION, __version__
 from ..viz.cot import drop_plot
 from .copyshare import copy_share
-from ..evals.taskeval import EvalConfig, check_eval, run_eval
+from ..evals.taskeval import EvalConfig, check_eval, prepare_run, run_eval, select_shard
 from .sweep import SweepConfig, aggregate, check_only, check_sweep, finished, plan, run_parts
 from ..evals.tasks.registry import get_task
 
@@ -74,12 +80,13 @@ class CotConfig(SweepConfig):
     stop_at_answer: bool = False  # cot: stop once the answer line is complete (see evaluate.EvalConfig)
     mean_ref_prompts: int = 8  # ablation mean: see EvalConfig
     copy_items: int = 20  # items of the unmasked CoT capture pass (0: skip the copy analysis)
+    shard: str | None = None  # "i/n": every part runs the i-th of n parts of its items (prompt-length balanced)
 
     def eval_config(self, mode: str, mask: str = "none", seed: int = 0) -> EvalConfig:
         """The evaluate config of one run of the experiment."""
         common = dict(model=self.model, mode=mode, chat=self.chat, mask=mask, scores=self.scores or None,
                       ablation=self.ablation, threshold=self.threshold, mask_seed=seed,
-                      mean_ref_prompts=self.mean_ref_prompts)
+                      mean_ref_prompts=self.mean_ref_prompts, shard=self.shard)
         if mode == "closedbook":
             return EvalConfig(task=self.closedbook_task, data=self.closedbook_data, limit=self.closedbook_limit,
                               shots=self.closedbook_shots, max_new_tokens=self.max_new_tokens_closedbook, **common)
@@ -87,6 +94,25 @@ class CotConfig(SweepConfig):
                           fewshot_file=self.fewshot_file, steps=self.steps, seed=self.seed,
                           max_new_tokens=self.max_new_tokens_cot if mode == "cot" else self.max_new_tokens_direct,
                           stop_at_answer=self.stop_at_answer and mode == "cot", **common)
+
+
+def copy_config(config: CotConfig) -> EvalConfig:
+    """The eval config of the copy analysis's items, as `copyshare.copy_share` resolves it (the first
+    `copy_items` CoT items)."""
+    ecfg = config.eval_config("cot").resolved()
+    ecfg.limit = min(config.copy_items, ecfg.limit) if ecfg.limit else config.copy_items
+    return ecfg
+
+
+def copy_planned(config: CotConfig) -> bool:
+    return config.copy_items > 0 and "cot" in config.modes
+
+
+def unfinished(config: CotConfig, summary: dict, out: str | Path) -> list[str]:
+    """The parts of the experiment in `out` not finished yet: the summary's `missing` runs, and `copy` while
+    the copy analysis has not written copy_share.json."""
+    copy = ["copy"] if copy_planned(config) and not (Path(out) / "copy_share.json").exists() else []
+    return [*summary.get("missing", []), *copy]
 
 
 def runs_of(config: CotConfig) -> list[tuple[str, Any]]:
@@ -120,8 +146,14 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     scores = _validate(config, L, H)
     parts = runs_of(config)
     check_only(only, [r.name for _, r in parts] + ["copy"])
-    for mode in config.modes:  # data, prompt and context problems surface before `out` is claimed
+    for mode in config.modes:  # data, prompt, context and shard problems surface before `out` is claimed
         check_eval(model, tokenizer, config.eval_config(mode), batch_size)
+    copy_units = None
+    if config.shard is not None and copy_planned(config) and (only is None or "copy" in only):
+        copy_units = prepare_run(tokenizer, replace(copy_config(config), shard=None))[3]  # all of its items
+        if len(copy_units) < parse_shard(config.shard).count:
+            raise ParamError("shard", config.shard, f"the copy analysis has {len(copy_units)} items: use at most "
+                             f"{len(copy_units)} shards, or more {{copy_items}}")
     out = claim_run_dir(out, {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict()},
                         defaults={"config": config.defaults()}, overwrite=overwrite)
 
@@ -129,7 +161,9 @@ def run_cot_experiment(model, tokenizer, config: CotConfig, out: str | Path, *, 
     run_parts([(r.name, lambda mode=mode, r=r: run_eval(model, tokenizer, config.eval_config(mode, r.mask, r.seed),
                                                         out / r.name, batch_size=batch_size, progress=progress))
                for mode, r in todo], progress)
-    if config.copy_items > 0 and "cot" in config.modes and (only is None or "copy" in only):
+    if copy_planned(config) and (only is None or "copy" in only):
+        if copy_units is not None:
+            select_shard(copy_units, config.shard, out, jsonl="copy_share.jsonl")  # the manifest `rheads merge` reads
         copy_share(model, tokenizer, config.eval_config("cot"), scores, out, n_items=config.copy_items,
                    seeds=config.seeds(), threshold=config.threshold, progress=progress,
                    title=f"{model_name(model)}: who copies during CoT ({config.task})")
