@@ -21,8 +21,8 @@ import argparse
 from ..errors import RHeadsError
 from ..kvcache.config import PREFILL_MODES, KVConfig
 from ..kvcache.registry import get_policy_class, policy_names
-from .common import (add_model_args, add_out_args, add_probe_args, load, model_config, parse_list, probe_config,
-                     run_plan)
+from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, load, model_config,
+                     parse_list, probe_config, run_plan)
 
 SAVES = ("A compressing policy saves memory from the first decoding step on (with --kv-prefill full the prefill "
          "still attends, and projects, the whole prompt); with --kv-prefill window and --prefill-chunk it saves "
@@ -94,10 +94,12 @@ def cmd_kv_sweep(a) -> None:
 
     config = KVSweepConfig(model=mc, probe=probe, scores=a.scores, policies=parse_list(a.policies) or [],
                            recent_windows=windows, matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
-                           max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop)).validate()  # before the load
+                           max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
+                           shard=a.shard).validate()  # before the load
     _, model, tokenizer = load(a)
-    run_plan(run_kv_sweep, model, tokenizer, config, a, format_table,
-             "summary.json, budget.png, heatmaps.png, one NIAH run dir per arm")
+    summary = run_plan(run_kv_sweep, model, tokenizer, config, a, format_table,
+                       "summary.json, budget.png, heatmaps.png, one NIAH run dir per arm")
+    finish_shard(a, complete=not summary.get("missing"))
 
 
 def add_parsers(sub) -> None:
@@ -122,4 +124,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", default=None, help="run only these arms (e.g. full,retrieval-r256) to split the work "
                    "across processes sharing --out; the summary covers what has finished")
     add_out_args(p, "runs/kv-sweep")
+    add_shard_arg(p, "grid's samples (every arm does the same part)")
     p.set_defaults(func=cmd_kv_sweep)

@@ -23,6 +23,10 @@ per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the m
 bootstrap 95% interval); `missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one
 curve per policy) and heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
 
+`shard` ("i/n") gives every NIAH run of the sweep the i-th of n parts of its samples, balanced by length
+(`cluster/shard.py`): each arm the same part of the grid, each per-length part of a matched arm the same part of
+its length's samples (so the shard count is at most the samples per length); `rheads merge` combines the shards.
+
 Left out on purpose: timing and memory (bench/bench_kv.py measures them side by side in one process), and
 several random seeds per window (one draw, `kv.seed`).
 """
@@ -39,6 +43,7 @@ import numpy as np
 
 from ..analysis.stats import bootstrap_ci, format_diff, paired_diff_ci
 from ..capture.attention import check_model
+from ..cluster.shard import parse_shard, select
 from ..config import Config, ModelConfig, ProbeConfig
 from ..errors import ParamError
 from ..evals.grid import prepare
@@ -79,6 +84,7 @@ class KVSweepConfig(Config):
     kv: KVConfig = field(default_factory=KVConfig)  # the arms' shared KV settings; policy and recent are per arm
     max_new_tokens: int = 32
     stop: list[str] | None = None  # see NiahConfig
+    shard: str | None = None  # "i/n": every NIAH run does the i-th of n parts of its samples (cluster/shard.py)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "KVSweepConfig":
@@ -89,7 +95,8 @@ class KVSweepConfig(Config):
         """The NIAH config of one arm; a policy that keeps everything keeps KVConfig's defaults otherwise (it
         ignores them), so sweeps of one grid and model share its arm."""
         base = NiahConfig(model=self.model, probe=self.probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
-                          stop=self.stop, lengths_only=lengths)  # a part keeps the whole grid's needles
+                          stop=self.stop, lengths_only=lengths,  # a part keeps the whole grid's needles
+                          shard=self.shard)
         if not get_policy_class(policy).compresses:
             return dataclasses.replace(base, kv=KVConfig(policy=policy))
         return dataclasses.replace(base, kv=dataclasses.replace(self.kv, policy=policy, recent=recent))
@@ -113,6 +120,7 @@ class KVSweepConfig(Config):
         if self.matched_streaming and self.scores is None:
             raise ParamError("scores", None, "the matched streaming arms need retrieval scores (the retrieval "
                              "cache's budget): a scores.json from `rheads detect` on this model, or no matched arms")
+        parse_shard(self.shard)
         return self
 
 
@@ -163,13 +171,22 @@ def plan_arms(config: KVSweepConfig, model, scores=None) -> list[Arm]:
     return arms
 
 
-def check_arms(config: KVSweepConfig, arms: list[Arm], model, tokenizer, batch_size: int, scores=None) -> None:
+def check_arms(config: KVSweepConfig, arms: list[Arm], model, tokenizer, batch_size: int,
+               scores=None) -> dict[str, list[str]]:
     """What each arm's run would refuse, before anything is written: the grid against the model's context and
-    its data (evals.grid.prepare), every arm's cache against the model (attention, scores' shape, the draw)."""
-    prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size)
+    its data (evals.grid.prepare), every arm's cache against the model (attention, scores' shape, the draw), the
+    shard against each part's samples. Returns the ids of the samples each part runs (its shard's)."""
+    samples = prepare(model, tokenizer, config.probe, config.max_new_tokens, config.stop, batch_size).samples
+    expected = {}
     for arm in arms:
-        for _, niah in arm.parts:
+        for sub, niah in arm.parts:
             kv_factory(niah.kv, model, niah.scores if scores is None else scores)
+            mine = [s for s in samples if niah.lengths_only is None or s.length in niah.lengths_only]
+            if config.shard is not None and niah.lengths_only and len(mine) < parse_shard(config.shard).count:
+                raise ParamError("shard", config.shard, f"the matched streaming parts run {len(mine)} samples each "
+                                 f"(one length): use at most {len(mine)} shards, or no matched arms")
+            expected[sub] = [s.id for s in select(mine, config.shard, cost=lambda s: s.length, key=lambda s: s.id)]
+    return expected
 
 
 def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progress: bool = True,
@@ -181,7 +198,7 @@ def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progr
     arms = plan_arms(config, model, scores)
     names = [a.name for a in arms]
     check_only(only, names)
-    check_arms(config, arms, model, tokenizer, batch_size, scores)
+    expected = check_arms(config, arms, model, tokenizer, batch_size, scores)
     out = Path(out)
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(), "arms": names}
     upgrade_stored_config(out, legacy_sweep_config)  # a sweep dir written with flat KV fields resumes
@@ -193,7 +210,7 @@ def run_kv_sweep(model, tokenizer, config: KVSweepConfig, out: str | Path, progr
             if progress:
                 print(f"kv-sweep: {sub}" + (f" (recent {niah.kv.recent})" if arm.recent is not None else ""))
             run_niah(model, tokenizer, niah, out=out / sub, progress=progress, batch_size=batch_size)
-    return summarize_sweep(config, arms, out)
+    return summarize_sweep(config, arms, out, expected)
 
 
 def _records(path: Path) -> list[dict]:
@@ -201,16 +218,22 @@ def _records(path: Path) -> list[dict]:
         (path / "samples.jsonl").exists() else []
 
 
-def arm_records(arm: Arm, out: Path) -> list[dict] | None:
-    """The sample records of every part of an arm; None while any part is unfinished."""
+def arm_records(arm: Arm, out: Path, expected: dict[str, list[str]] | None = None) -> list[dict] | None:
+    """The sample records of every part of an arm; None while any part is unfinished. `expected`: the ids each
+    part runs (`check_arms`; default: the part's whole grid)."""
     recs: list[dict] = []
-    for sub, _ in arm.parts:
+    for sub, niah in arm.parts:
         if not (out / sub / "summary.json").exists():
             return None
-        recs += _records(out / sub)
-    n_expected = sum(len(n.lengths_only or n.probe.lengths) * len(n.probe.depths) * n.probe.needles_per_cell
-                     for _, n in arm.parts)
-    return recs if len(recs) >= n_expected else None
+        got = _records(out / sub)
+        if expected is not None:
+            if not set(expected[sub]) <= {r["id"] for r in got}:
+                return None
+        elif len(got) < len(niah.lengths_only or niah.probe.lengths) * len(niah.probe.depths) * \
+                niah.probe.needles_per_cell:
+            return None
+        recs += got
+    return recs
 
 
 def arm_row(arm: Arm, config: KVSweepConfig, recs: list[dict]) -> dict[str, Any]:
@@ -265,8 +288,9 @@ def add_diffs(rows: list[dict], records: dict[str, list[dict]]) -> None:
             r["vs_retrieval"] = paired_diff(records[r["arm"]], records[ret])
 
 
-def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path) -> dict[str, Any]:
-    found = {arm.name: arm_records(arm, out) for arm in arms}  # None: unfinished
+def summarize_sweep(config: KVSweepConfig, arms: list[Arm], out: Path,
+                    expected: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    found = {arm.name: arm_records(arm, out, expected) for arm in arms}  # None: unfinished
     finished = [arm for arm in arms if found[arm.name] is not None]
     missing = [arm.name for arm in arms if found[arm.name] is None]
     records = {arm.name: found[arm.name] for arm in finished}
