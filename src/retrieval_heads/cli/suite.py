@@ -17,7 +17,8 @@ import dataclasses
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
 from ..errors import ParamError
-from .common import add_chat_args, add_model_args, add_out_args, load, model_config, parse_list
+from .common import (add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load, model_config,
+                     parse_list)
 from .kv import add_kv_args, kv_config, kv_line
 
 
@@ -53,7 +54,7 @@ def suite_config(a):
                          data=a.data, task_name=a.task_name, qa_data=a.qa_data, heldout=a.heldout,
                          max_new_tokens=a.max_new_tokens, mask=a.mask, scores=a.scores, ablation=a.ablation,
                          threshold=a.threshold, mask_seed=a.mask_seed,
-                         kv=dataclasses.replace(kv_config(a), budget=a.kv_budget))
+                         kv=dataclasses.replace(kv_config(a), budget=a.kv_budget), shard=a.shard)
     check_config(config)
     return config
 
@@ -67,6 +68,7 @@ def cmd_run(a) -> None:
     summary = run_suite(model, tokenizer, config, out=a.out, overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_table(summary))
     print(kv_line(summary))
+    finish_shard(a)
     print(f"\nresults in {a.out}/ (predictions.jsonl, summary.json, heatmap.png)")
 
 
@@ -114,4 +116,5 @@ def add_parsers(sub) -> None:
                    "hold, in (0, 1] (passed to the KV settings)")
     s.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (left-padded)")
     add_out_args(s, "runs/suite")
+    add_shard_arg(s)
     s.set_defaults(func=cmd_run)

@@ -20,6 +20,9 @@ field: its prompt's RULER length; no `lengths`: the largest of those over the re
 Each prompt decodes up to its task's RULER budget of new tokens (`max_new_tokens` overrides it), in batches of
 one task and length (left-padded), under `AttentionController(ablate=mask)` and the KV policy's cache.
 
+`shard` ("i/n") runs the i-th of n parts of the samples, balanced by prompt length (`cluster/shard.py`); the
+config's `data_sha` stays the whole run's, and `rheads merge` combines the parts.
+
 Left out on purpose: sampling (greedy only), RULER's `qa_1`, and sharing one prefill among KV policies.
 """
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...cluster.shard import parse_shard, select
 from ...config import Config, ModelConfig
 from ...errors import ParamError, RHeadsError
 from ...kvcache.config import KVConfig
@@ -62,6 +66,7 @@ class SuiteConfig(Config):
     threshold: float = 0.1
     mask_seed: int = 0
     kv: KVConfig = field(default_factory=KVConfig)
+    shard: str | None = None  # "i/n": only the i-th of n parts of the samples, balanced by prompt length
 
 
 def check_config(config: SuiteConfig) -> dict[str, tuple[Path, list[dict]]] | None:
@@ -77,6 +82,7 @@ def check_config(config: SuiteConfig) -> dict[str, tuple[Path, list[dict]]] | No
         raise ParamError("lengths", config.lengths, "use positive whole numbers of tokens, e.g. 4000,8000")
     if config.lengths is not None and len(set(config.lengths)) != len(config.lengths):
         raise ParamError("lengths", config.lengths, "name each length once")
+    parse_shard(config.shard)
     spec = parse_mask(config.mask)
     masked = bool(spec.heads) or (spec.kind != "none" and spec.k > 0)
     config.kv.validate(config.scores, masked=masked)
@@ -165,6 +171,12 @@ def _cell(length: int, lengths: list[int] | None, largest: int, path: Path, line
     return fits[0]
 
 
+def _shard(samples: list, shard: str | None, out: Path | None = None) -> list:
+    """This shard's samples (all without a shard); with `out`, its manifest for `rheads merge`."""
+    return select(samples, shard, cost=lambda s: len(s.input_ids), key=lambda s: s.id, out=out,
+                  jsonl="predictions.jsonl", kind="prediction")
+
+
 def data_sha(samples: list) -> str:
     h = hashlib.sha256()
     for s in samples:
@@ -197,6 +209,7 @@ def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = No
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)
     cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))
     samples = prepare(tokenizer, config, max_ctx, records, progress)
+    _shard(samples, config.shard)  # as many samples as shards, before out is touched
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "masked_heads": format_heads(heads), "model": model_meta(model), "model_key": model_key(model),
             "data_sha": data_sha(samples)}
@@ -207,6 +220,7 @@ def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = No
         done, writer = open_run(out, meta, keys=("config", "masked_heads", "model_key", "data_sha"),
                                 jsonl="predictions.jsonl", kind="prediction", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
+    samples = _shard(samples, config.shard, out)
     try:
         results = _decode_all(model, tokenizer, samples, done, config, ctl, cache, writer, batch_size, progress)
     finally:
