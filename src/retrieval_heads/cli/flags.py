@@ -71,6 +71,7 @@ PARAM_FLAGS: dict[str, str] = {
     "qa_data": "--qa-data",
     "heldout": "--heldout",
     "shard": "--shard",
+    "copy_items": "--copy-items",
 }
 
 
