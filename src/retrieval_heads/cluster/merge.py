@@ -8,7 +8,9 @@ in every run directory that it sharded, `shard.json` (`shard.select`'s manifest)
    error names the missing one), and that in each run directory the shards' units cover the run's units
    exactly once and every unit has its record;
 2. writes, in each such directory of `out`, the JSONL file the unsharded run writes: its header (the shard
-   dropped from the config) and the records in the unsharded order;
+   dropped from the config) and the records in the unsharded order (a unit with several records, such as an
+   item answered by several methods, keeps them in its shard's order), and copies the files the shards wrote
+   per unit, named after it (`arrays/<id>.npz`);
 3. runs the command once more on `out`, unsharded (`run`, the CLI's entry point). It finds every record there,
    decodes nothing, and writes `config.json`, `scores.json`, `summary.json` and the figures with the code of
    an unsharded run, so they equal that run's files except for timings. It loads the model to do so (the
@@ -85,8 +87,9 @@ def _check_shards(dirs: list[Path]) -> tuple[list[str], list[Path]]:
     return done[first]["command"], ordered
 
 
-def _merge_dir(rel: Path, shards: list[Path]) -> tuple[dict, list[dict], str]:
-    """(the header, the records in the unsharded order, the JSONL name) of one sharded run directory."""
+def _merge_dir(rel: Path, shards: list[Path]) -> tuple[dict, list[dict], str, list[tuple[Path, Path]]]:
+    """(the header, the records in the unsharded order, the JSONL name, (shard file, path under rel) of the
+    per-unit files) of one sharded run directory."""
     manifests = []
     for d in shards:
         if not (d / rel / MANIFEST).is_file():
@@ -106,19 +109,23 @@ def _merge_dir(rel: Path, shards: list[Path]) -> tuple[dict, list[dict], str]:
     if lacking:
         raise RHeadsError(f"{len(lacking)} units of {rel} are in no shard (first: {lacking[0]}): merge the shards "
                           "of one run")
-    header, records = None, {}
+    header, records, files = None, {}, []
     for d, m in zip(shards, manifests):
-        rows = read_jsonl(d / rel / m0["jsonl"])
+        rows, mine = read_jsonl(d / rel / m0["jsonl"]), set(m["mine"])
         header = header or next((r for r in rows if r.get("type") == "header"), None)
-        have = {r["id"]: r for r in rows if r.get("type") == m0["kind"] and r.get("id") in set(m["mine"])}
+        have: dict[str, list[dict]] = {}
+        for r in rows:
+            if r.get("type") == m0["kind"] and r.get("id") in mine:
+                have.setdefault(r["id"], []).append(r)
         gone = [u for u in m["mine"] if u not in have]
         if gone:
             raise RHeadsError(f"{d / rel} lacks the records of {len(gone)} of its units (first: {gone[0]}): "
                               "rerun that shard's command to finish it")
         records.update(have)
+        files += [(p, p.relative_to(d / rel)) for p in sorted((d / rel).rglob("*")) if p.is_file() and p.stem in mine]
     if header is None:
         raise RHeadsError(f"{shards[0] / rel / m0['jsonl']} has no header line: is it a run of this version?")
-    return drop_shard(header), [records[u] for u in ids], m0["jsonl"]
+    return drop_shard(header), [r for u in ids for r in records[u]], m0["jsonl"], files
 
 
 def merge(dirs: list[str | Path], out: str | Path, *, run: Callable[[list[str]], int],
@@ -138,19 +145,22 @@ def merge(dirs: list[str | Path], out: str | Path, *, run: Callable[[list[str]],
     if out.exists():
         shutil.rmtree(out)
     n_records = 0
-    for rel, header, records, jsonl in merged:
+    for rel, header, records, jsonl, files in merged:
         (out / rel).mkdir(parents=True, exist_ok=True)
         with JsonlWriter(out / rel / jsonl) as w:
             for r in [header, *records]:
                 w.write(r)
         n_records += len(records)
+        for src, dest in files:
+            (out / rel / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out / rel / dest)
     try:
         status = run([*command, "--out", str(out)])
         if status != 0:
             raise RHeadsError(f"the final unsharded pass of `rheads {' '.join(command)}` on {out} failed "
                               f"(status {status}); its error is above")
         after = sum(len([r for r in read_jsonl(out / rel / jsonl) if r.get("type") != "header"])
-                    for rel, _, _, jsonl in merged)
+                    for rel, _, _, jsonl, _ in merged)
         if after != n_records:
             raise RHeadsError(f"the final pass on {out} decoded {after - n_records} records the shards lacked: "
                               "the shards do not cover the run")
