@@ -2,7 +2,7 @@
 
   rheads monitor --model M --scores S --context doc.txt --question "..." [--html answer.html] [--json out.json]
   rheads monitor score --model M --scores S --input items.jsonl --out runs/mon
-  rheads monitor bench --model M --scores S --out runs/monbench
+  rheads monitor bench --model M --scores S --out runs/monbench [--shard i/n]
   rheads monitor evaluate runs/monbench               # recompute summary.json and tables.md of a bench run
 
 Without a subcommand it generates an answer, streaming it, then prints it with unsupported tokens in [[...]], the
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from ..errors import RHeadsError
-from .common import add_chat_args, add_model_args, add_out_args, load, model_config
+from .common import add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load, model_config
 
 
 def _add_monitor_args(p: argparse.ArgumentParser, scores_required: bool = True) -> None:
@@ -124,20 +124,24 @@ def cmd_score(a) -> None:
 
 
 def cmd_bench(a) -> None:
+    from ..cluster.shard import parse_shard
     from ..monitor.bench.run import BenchConfig, run_bench
     from ..probes.grid import parse_grid
 
     scores = _need_scores(a, "rheads monitor bench")
     if a.random_seeds < 0:
         raise RHeadsError(f"--random-seeds {a.random_seeds}: give a number of random head sets >= 0")
+    parse_shard(a.shard)  # its form before the model loads; its count against the items before --out is touched
     config = BenchConfig(model=model_config(a), scores=scores, threshold=a.threshold,
                          lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
                          niah_per_cell=a.niah_per_cell, cf_per_cell=a.cf_per_cell,
                          unanswerable_per_cell=a.unanswerable_per_cell, needles=a.needles,
                          haystack=a.haystack, template=a.template, chat=a.chat, max_new_tokens=a.max_new_tokens,
-                         random_seeds=list(range(a.random_seeds)), seed=a.item_seed, limit=a.limit)
+                         random_seeds=list(range(a.random_seeds)), seed=a.item_seed, limit=a.limit,
+                         shard=a.shard)
     _, model, tok = load(a)
     run_bench(model, tok, config, a.out, overwrite=a.overwrite)
+    finish_shard(a)
     print((Path(a.out) / "tables.md").read_text())
     print(f"results in {a.out}/ (items.jsonl, summary.json, tables.md, arrays/)")
 
@@ -188,6 +192,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--item-seed", type=int, default=42, help="seed of the item order (default: 42)")
     b.add_argument("--limit", type=int, default=None, help="only the first N items of the order")
     add_out_args(b, "runs/monbench")
+    add_shard_arg(b, "items")
     b.set_defaults(func=cmd_bench)
 
     e = ms.add_parser("evaluate", help="recompute summary.json and tables.md of a bench run directory")

@@ -11,6 +11,10 @@
 - arrays/<id>.npz: per token and head, what the supervised comparator needs at token level (lookback ratios);
 - summary.json and tables.md (`evaluation.py`).
 Every setting is checked before `out` is touched (`prepare`): a bad run writes nothing.
+`shard` ("i/n") runs the i-th of n parts of the planned items, balanced by their prompt lengths in tokens
+(`cluster/shard.py`): the shard's folder is a whole run over those items (its summary covers them), with
+shard.json naming them; `rheads merge` combines the n folders (records, and arrays/ by item id) and evaluates the
+whole run once more, so its summary and tables are the unsharded run's.
 All of it comes from the one generation that produced the answer: the monitor records every head while the
 answer is generated, and the logit baselines read that generation's logits.
 
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...cluster.shard import select
 from ...config import Config, ModelConfig
 from ...errors import ParamError
 from ...heads.masks import check_dims, select_heads
@@ -59,6 +64,7 @@ class BenchConfig(Config):
     random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     seed: int = 42  # item order
     limit: int | None = None  # first N items of the order (None: all)
+    shard: str | None = None  # "i/n": only the i-th of n cost-balanced parts of the items (cluster/shard.py)
 
 
 def head_sets(scores: HeadScores, threshold: float, num_layers: int, num_heads: int,
@@ -107,6 +113,12 @@ def item_record(item: BenchItem, rep, seconds: float) -> dict[str, Any]:
     }
 
 
+def _shard(items: list[BenchItem], config: BenchConfig, out: Path | None = None) -> list[BenchItem]:
+    """This shard's items (all without a shard), balanced by prompt length in tokens; with `out`, its manifest."""
+    return select(items, config.shard, cost=lambda it: it.length, key=lambda it: it.id, out=out,
+                  jsonl="items.jsonl", kind="item", what="items")
+
+
 def _check_lengths(config: BenchConfig, items: list[BenchItem], max_ctx: int | None) -> None:
     """The lengths are token counts, and those of the planned items (all, or the first `limit`) fit the model."""
     bad = [n for n in config.lengths if isinstance(n, bool) or not isinstance(n, int) or n < 1]
@@ -134,6 +146,7 @@ def prepare(model, tokenizer, config: BenchConfig) -> tuple[list[BenchItem], Mon
                  unanswerable_per_cell=config.unanswerable_per_cell, needles=config.needles, seed=config.seed,
                  limit=config.limit)
     _check_lengths(config, items, max_ctx)
+    _shard(items, config)  # a bad shard is refused here, before out is touched
     haystack = get_haystack(config.haystack)
     shortest: dict[tuple[str, str], BenchItem] = {}  # per source its shortest item: the one a length may not fit
     for it in items:
@@ -159,6 +172,7 @@ def run_bench(model, tokenizer, config: BenchConfig, out: str | Path, *, overwri
     done, writer = open_run(out, meta, keys=("config", "model_key"), jsonl="items.jsonl", kind="item",
                             defaults={"config": config.defaults()}, overwrite=overwrite)
     (out / "arrays").mkdir(exist_ok=True)
+    items = _shard(items, config, out)
     todo = [it for it in items if it.id not in done]
     with writer:
         for item in tqdm(todo, desc="monitor bench", disable=not progress, initial=len(items) - len(todo),
