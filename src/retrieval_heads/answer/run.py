@@ -16,6 +16,11 @@ Every input line and every prompt's fit in the model's context is checked before
 may gather methods over several runs: a later run with other methods adds theirs (config.json and summary.json
 then cover every method in the folder), as long as the rest of the config agrees and a method named again keeps
 its parameters.
+`shard` ("i/n") answers the i-th of n parts of the items, balanced by their prompt lengths in tokens
+(`cluster/shard.py`), with every method: the shard's folder is a whole run over those items, with shard.json
+naming them; `rheads merge` combines the n folders (each item's records in method order, the items in the input's
+order) and summarizes once more. A shard's folder holds the methods of one command (the merge reruns that one):
+adding methods to it later is refused.
 
 Left out on purpose: the issue's benchmark (item families, intervals, risk-coverage curves): this runs given items.
 """
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cluster.shard import select
 from ..config import Config, ModelConfig
 from ..errors import ParamError, RHeadsError
 from ..io.jsonl import atomic_write_json, read_jsonl
@@ -48,6 +54,7 @@ class AnswerConfig(Config):
     methods: list[str] = field(default_factory=lambda: ["greedy"])
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> parameter -> value
     max_new_tokens: int = 32
+    shard: str | None = None  # "i/n": only the i-th of n cost-balanced parts of the items (cluster/shard.py)
 
 
 def build_methods(config: AnswerConfig) -> dict[str, Any]:
@@ -151,19 +158,31 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
     methods = build_methods(config)
     answerer = Answerer(model, tokenizer, config.scores, threshold=config.threshold, template=config.template,
                         chat=config.chat)
+    tokens = {}  # item id -> prompt length in tokens (a shard's cost)
     for it in items:  # every prompt is checked before anything is written
         try:
-            answerer.monitor.prompt(it["context"], it["question"], config.max_new_tokens)
+            tokens[it["id"]] = answerer.monitor.prompt(it["context"], it["question"], config.max_new_tokens).n
         except RHeadsError as e:
             raise RHeadsError(f"{config.input or 'input'} line {it['line']}: {e}") from None
+
+    def shard(out: Path | None = None) -> list[dict]:
+        return select(items, config.shard, cost=lambda it: tokens[it["id"]], key=lambda it: it["id"], out=out,
+                      jsonl="answers.jsonl", kind="answer", what="items")
+
+    shard()  # a bad shard is refused here, before out is touched
     sha = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     folder = _merge_previous(Path(out), config, overwrite)
+    if config.shard is not None and folder.methods != config.methods:
+        raise ParamError("out", str(out), f"holds answers by {','.join(folder.methods)}: a shard's folder "
+                         "holds the methods of one command (`rheads merge` reruns that command), so give "
+                         f"{{methods}} {','.join(folder.methods)}, or use another {{out}}")
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": folder.to_dict(),
             "setup": _settings(config.to_dict()), "model_key": model_key(model), "model": model_meta(model),
             "items_sha": sha}
     _, writer = open_run(out, meta, keys=("setup", "model_key", "items_sha"), jsonl="answers.jsonl", kind="answer",
                          defaults={"setup": _settings(config.defaults())}, overwrite=overwrite)
     path = Path(out) / "answers.jsonl"
+    items = shard(Path(out))
     done = {(r["id"], r["method"]) for r in read_jsonl(path) if r.get("type") == "answer"}
     todo = [(it, m) for it in items for m in methods if (it["id"], m) not in done]
     with writer:

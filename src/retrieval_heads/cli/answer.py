@@ -1,6 +1,7 @@
 """The `rheads answer` command: answer questions from contexts with retrieval-head-guided methods and baselines.
 
   rheads answer --model M --scores S --input items.jsonl --methods greedy,cad,decore,copy,gated,abstain --out DIR
+  rheads answer ... --shard i/n --out DIR/shard-i   # the i-th of n parts of the items; `rheads merge` joins them
   rheads answer list                       # one line per registered method, baselines marked
 
 Cheap checks (the input file, method names and parameters) run before the model loads; the prompts' fit in the
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RHeadsError
-from .common import add_chat_args, add_model_args, add_out_args, load
+from .common import add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load
 
 
 def cmd_list(a) -> None:
@@ -31,7 +32,9 @@ def cmd_answer(a) -> None:
     from ..answer.base import parse_params
     from ..answer.items import read_items
     from ..answer.registry import get_method_class, parse_methods
+    from ..cluster.shard import parse_shard
 
+    parse_shard(a.shard)  # its form before the model loads; its count against the items before --out is touched
     if not a.scores:
         raise RHeadsError("rheads answer needs --scores: the scores.json `rheads detect` wrote for this model")
     from ..atlas.store import is_atlas_spec
@@ -50,8 +53,10 @@ def cmd_answer(a) -> None:
 
     mc, model, tok = load(a)
     config = AnswerConfig(model=mc, scores=a.scores, threshold=a.threshold, template=a.template, chat=a.chat,
-                          input=a.input, methods=methods, params=params, max_new_tokens=a.max_new_tokens)
+                          input=a.input, methods=methods, params=params, max_new_tokens=a.max_new_tokens,
+                          shard=a.shard)
     summary = run_answer(model, tok, config, a.out, items, overwrite=a.overwrite)
+    finish_shard(a)
     print(format_table(summary))
     print(f"\nresults in {a.out}/ (answers.jsonl, summary.json, config.json)")
 
@@ -75,6 +80,7 @@ def add_parsers(sub) -> None:
                    help="a method parameter, e.g. cad.a=1.0 (repeatable; defaults: `rheads answer list`)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
     add_out_args(p, "runs/answer")
+    add_shard_arg(p, "items (each answered by every method)")
     p.set_defaults(func=cmd_answer)
     ms = p.add_subparsers(dest="answer_command", metavar="{list}")
     lst = ms.add_parser("list", help="one line per answering method, saying which are baselines")
