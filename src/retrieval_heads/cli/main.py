@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import answer, atlas, cluster, detect, intrinsic, kv, monitor, niah, report, suite, tasks
+from . import answer, atlas, cluster, detect, intrinsic, kv, launch, monitor, niah, report, suite, tasks
 from .common import guarded
 
-GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer, suite, cluster)
+GROUPS = (detect, niah, tasks, report, intrinsic, kv, monitor, atlas, answer, suite, cluster, launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
