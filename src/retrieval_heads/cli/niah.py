@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
+from ..cluster.shard import parse_shard
 from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, load, model_config,
                      parse_list, probe_config, run_plan, sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
@@ -45,6 +46,7 @@ def cmd_niah(a) -> None:
                         ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
                         max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop), mean_ref_prompts=a.mean_ref_prompts,
                         mean_ref_length=a.mean_ref_length, shard=a.shard, **kv_kwargs(a))  # flag errors before the model loads
+    parse_shard(a.shard)  # its form before the model loads; its count against the samples before --out is touched
     from ..evals.niah import format_summary, run_niah
 
     _, model, tokenizer = load(a)
@@ -63,6 +65,7 @@ def cmd_ablate(a) -> None:
     config = AblateConfig(model=mc, probe=probe, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                           mean_ref_prompts=a.mean_ref_prompts, mean_ref_length=a.mean_ref_length, shard=a.shard,
                           **sweep)
+    parse_shard(a.shard)
     from ..studies.ablate import format_table, run_ablate
 
     _, model, tokenizer = load(a)
