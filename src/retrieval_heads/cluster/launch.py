@@ -201,8 +201,12 @@ def undo(launch: Launch, created: bool) -> None:
 
 def finish(launch: Launch, run: Callable[[list[str]], int]) -> Path:
     """Merge the finished shards into D (`merge.merge` into D/shards/merged, then its entries move up)."""
-    tmp = launch.shards_dir / "merged"
-    merge([launch.shard_dir(i) for i in range(launch.shards)], tmp, run=run, overwrite=True)
+    tmp, said = launch.shards_dir / "merged", io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            merge([launch.shard_dir(i) for i in range(launch.shards)], tmp, run=run, overwrite=True)
+    finally:  # the final pass's summary, naming D rather than the folder it wrote first
+        sys.stdout.write(said.getvalue().replace(str(tmp), str(launch.out)))
     for entry in sorted(tmp.iterdir()):
         target = launch.out / entry.name
         if target.is_dir() and not target.is_symlink():

@@ -96,14 +96,14 @@ def run_shard(argv: list[str], cwd: str, log: str, folder: str, threads: int, ki
         env[KILL_AFTER] = str(kill_after)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as f:
-        f.write(f"{ATTEMPT}{attempt} on {socket.gethostname()}, {threads} threads\n")
+        f.write(f"{ATTEMPT}{attempt} on {socket.gethostname()}, {threads} threads, {time.strftime('%F %T')}\n")
         f.flush()
         offset = f.tell()
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                              preexec_fn=_die_with_parent)
         status = p.wait()
         what = f"killed by signal {-status}" if status < 0 else f"status {status}"
-        f.write(f"\n{ATTEMPT}{attempt} ended: {what}\n")
+        f.write(f"\n{ATTEMPT}{attempt} ended: {what}, {time.strftime('%F %T')}\n")
     if status == 0:
         return {"attempt": attempt, "host": socket.gethostname()}
     _drop_locks(Path(folder), p.pid)

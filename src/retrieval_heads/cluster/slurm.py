@@ -94,7 +94,7 @@ def scripts(launch: Launch, opts: SlurmOptions, *, python: str | None = None, cw
               "i=$SLURM_ARRAY_TASK_ID",
               "status=1",
               f"for attempt in $(seq 1 {opts.retries + 1}); do",
-              f'  echo "== attempt $attempt on $(hostname), shard $i/{n}"',
+              f'  echo "== attempt $attempt on $(hostname), shard $i/{n}, $(date +\'%F %T\')"',
               f'  {python} -m {SHARD_ENTRY} {argv} --shard "$i/{n}" --out {folder} && exit 0',
               "  status=$?",
               '  [ "$status" = 2 ] && exit 2  # the command refused its input (its one-line error is above)',
