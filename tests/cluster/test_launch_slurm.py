@@ -65,7 +65,7 @@ def test_the_scripts_of_an_example_command(tmp_path, monkeypatch, capsys, fake_s
                  "#SBATCH --time=2:00:00", "#SBATCH --account=lab", f"cd {os.getcwd()}",
                  "export OMP_NUM_THREADS=4 MKL_NUM_THREADS=4", "export RHEADS_CACHE='/shared/rheads cache'",
                  "i=$SLURM_ARRAY_TASK_ID", "for attempt in $(seq 1 3); do",
-                 f"  {sys.executable} -m retrieval_heads.cluster.launch detect --model smollm2-135m --lengths 500,1000 "
+                 f"  {sys.executable} -m retrieval_heads.cli.shard_main detect --model smollm2-135m --lengths 500,1000 "
                  f'--depths 0:100:6 --shard "$i/3" --out {out}/shards/shard-"$i" && exit 0',
                  '  [ "$status" = 2 ] && exit 2  # the command refused its input (its one-line error is above)']:
         assert line in s, line

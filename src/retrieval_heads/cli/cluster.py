@@ -8,9 +8,8 @@ from __future__ import annotations
 
 def cmd_merge(a) -> None:
     from ..cluster.merge import merge
-    from .main import main
 
-    out = merge(a.dirs, a.out, run=main, overwrite=a.overwrite)
+    out = merge(a.dirs, a.out, run=a.cli, overwrite=a.overwrite)
     print(f"\nmerged {len(a.dirs)} shards into {out}/")
 
 

@@ -28,19 +28,17 @@ def _flags() -> Iterator[None]:
 
 def _plan(a):
     from ..cluster.launch import plan
-    from .main import build_parser
 
     with _flags():
-        return plan(a.command, a.shards, build_parser())
+        return plan(a.command, a.shards, a.build_parser())
 
 
 def cmd_ray(a) -> None:
     from ..cluster.onray import launch_ray
-    from .main import main
 
     launch = _plan(a)
     with _flags():
-        result = launch_ray(launch, run=main, address=a.address, cpus=a.cpus_per_shard, gpus=a.gpus_per_shard,
+        result = launch_ray(launch, run=a.cli, address=a.address, cpus=a.cpus_per_shard, gpus=a.gpus_per_shard,
                             retries=a.retries)
     retried = [f"shard {i}/{launch.shards}: {k} attempts" for i, k in result["attempts"].items() if k > 1]
     print(f"\n{launch.shards} shards on Ray in {result['seconds']:.0f} s"
@@ -51,12 +49,11 @@ def cmd_ray(a) -> None:
 def cmd_slurm(a) -> None:
     from ..cluster import slurm
     from ..cluster.launch import check_out, finish
-    from .main import main
 
     launch = _plan(a)
     if a.merge_only:
         check_out(launch)
-        finish(launch, run=main)
+        finish(launch, run=a.cli)
         print(f"\nmerged {launch.shards} shards into {launch.out}/")
         return
     with _flags():

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a shard records its command for `rheads merge`
+    args.cli, args.build_parser = main, build_parser  # merge and launch run subcommands (no import back here)
     return guarded(lambda: args.func(args))
 
 

@@ -14,9 +14,9 @@ The folders, all under D (the model files and D are assumed to be on a filesyste
   `D/shards/merged`, whose entries then move up into D).
 Rerunning a launch resumes: each shard's command resumes its folder, and the merge is redone.
 
-A shard runs in a Python process of its own, `python -m retrieval_heads.cluster.launch <its rheads arguments>`:
-the `rheads` CLI (`cli.main.main`) after `kill_hook_for_tests`. `Progress` counts, for a progress bar on the driver, the units whose records are in the shards' JSONL files,
-out of those the shards' manifests (`shard.json`) list so far. `kill_hook_for_tests` is a hook for the tests only:
+A shard runs in a Python process of its own, `python -m retrieval_heads.cli.shard_main <its rheads arguments>`:
+the `rheads` CLI (`cli.main.main`) after `kill_hook_for_tests`. `Progress` counts, for a progress bar on the
+driver, the units whose records are in the shards' JSONL files, out of those the shards' manifests (`shard.json`) list so far. `kill_hook_for_tests` is a hook for the tests only:
 with `RHEADS_LAUNCH_KILL_AFTER=k` in a shard process's environment it kills that process (SIGKILL) right after
 its k-th record is on disk, leaving a copy of the JSONL file as it was then (`<file>.at-kill`).
 
@@ -45,7 +45,7 @@ from .shard import MANIFEST
 
 LAUNCH = "launch.json"
 KILL_AFTER = "RHEADS_LAUNCH_KILL_AFTER"  # tests only: see kill_hook_for_tests
-SHARD_ENTRY = "retrieval_heads.cluster.launch"  # `python -m` it: the rheads CLI in a shard's own process
+SHARD_ENTRY = "retrieval_heads.cli.shard_main"  # `python -m` it: the rheads CLI in a shard's own process
 EXAMPLE = "rheads launch ray --shards 3 -- detect --model smollm2-135m --out runs/detect"
 
 
@@ -281,9 +281,3 @@ def kill_hook_for_tests() -> None:
 
     jsonl.JsonlWriter.write = killing_write
 
-
-if __name__ == "__main__":  # a shard's process (Launch.shard_process)
-    kill_hook_for_tests()
-    from retrieval_heads.cli.main import main
-
-    sys.exit(main(sys.argv[1:]))
