@@ -56,7 +56,8 @@ def add_shard_arg(p: argparse.ArgumentParser, units: str = "samples") -> None:
                    "--out, a folder of its own; `rheads merge` combines the N folders into the unsharded run's")
 
 
-SHARD_FREE = {"--shard": 1, "--out": 1, "--overwrite": 0}  # flags a merge's unsharded pass leaves out (and their values)
+# the flags a merge's unsharded pass leaves out, with how many values each takes
+SHARD_FREE = {"--shard": 1, "--out": 1, "--overwrite": 0}
 
 
 def unsharded_argv(argv: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ def cmd_detect(a) -> None:
     from ..config import DetectConfig
 
     config = DetectConfig(model=model_config(a), probe=probe_config(a), max_new_tokens=a.max_new_tokens,
-                          threshold=a.threshold, stop=parse_list(a.stop), shard=a.shard)  # flag errors before torch loads
+                          threshold=a.threshold, stop=parse_list(a.stop), shard=a.shard)  # flag errors first
     from ..cluster.shard import parse_shard
 
     parse_shard(a.shard)  # its form before the model loads; its count against the samples before --out is touched

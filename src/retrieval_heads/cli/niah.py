@@ -45,7 +45,7 @@ def cmd_niah(a) -> None:
     config = NiahConfig(model=mc, probe=probe, mask=a.mask, scores=a.scores,
                         ablation=a.ablation, threshold=a.threshold, mask_seed=a.mask_seed,
                         max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop), mean_ref_prompts=a.mean_ref_prompts,
-                        mean_ref_length=a.mean_ref_length, shard=a.shard, **kv_kwargs(a))  # flag errors before the model loads
+                        mean_ref_length=a.mean_ref_length, shard=a.shard, **kv_kwargs(a))  # flag errors first
     parse_shard(a.shard)  # its form before the model loads; its count against the samples before --out is touched
     from ..evals.niah import format_summary, run_niah
 
