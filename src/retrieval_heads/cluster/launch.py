@@ -17,9 +17,9 @@ Rerunning a launch resumes: each shard's command resumes its folder, and the mer
 A shard runs in a Python process of its own, `python -m retrieval_heads.cli.shard_main <its rheads arguments>`:
 the `rheads` CLI (`cli.main.main`) after `kill_hook_for_tests`. `Progress` counts, for a progress bar on the
 driver, the units whose records are in the shards' JSONL files, out of those the shards' manifests (`shard.json`)
-list so far. `kill_hook_for_tests` is a hook for the tests only:
-with `RHEADS_LAUNCH_KILL_AFTER=k` in a shard process's environment it kills that process (SIGKILL) right after
-its k-th record is on disk, leaving a copy of the JSONL file as it was then (`<file>.at-kill`).
+list so far. `kill_hook_for_tests` is a hook for the tests only: with `RHEADS_LAUNCH_KILL_AFTER=k` in a shard
+process's environment it kills that process (SIGKILL) right after its k-th record is on disk, leaving a copy of
+the JSONL file as it was then (`<file>.at-kill`).
 
 Left out on purpose: launching itself (`onray.py`, `slurm.py`), and staging files to workers that do not share
 a filesystem with the driver.

@@ -3,8 +3,9 @@
 `write` puts two batch scripts in `D/shards/` (after `launch.start`'s check of D):
 - `slurm-shards.sbatch`: `--array=0-(n-1)`; array task `$SLURM_ARRAY_TASK_ID` runs shard
   `$SLURM_ARRAY_TASK_ID/n` into `D/shards/shard-$SLURM_ARRAY_TASK_ID` (its output appended to
-  `D/shards/shard-<i>.log`; the process is `launch.Launch.shard_process`'s, the rheads CLI). A crash or kill of the shard's process is retried in the same job up to `retries`
-  times (each retry resumes the records on disk); status 2 (the command refused its input) is not retried.
+  `D/shards/shard-<i>.log`; the process is `launch.Launch.shard_process`'s, the rheads CLI). A crash or kill
+  of the shard's process is retried in the same job up to `retries` times (each retry resumes the records on
+  disk); status 2 (the command refused its input) is not retried.
 - `slurm-merge.sbatch`: `rheads launch slurm --merge-only ...`, which merges the finished shards into D (it
   loads the model, so it asks for the shards' resources).
 `submit_lines` are the two `sbatch` calls (the merge with `--dependency=afterok:<array job id>`, so it runs once
