@@ -195,3 +195,25 @@ def test_niah_and_ablate_shards_merge_into_the_unsharded_run(command, tmp_path, 
     full, dirs = sharded(tmp_path, [command, *args], library_run(command, args, smollm2))
     out = merge(dirs, tmp_path / "merged", run=main)
     assert files(out) == files(full)
+
+
+def test_an_out_holding_or_inside_the_shards_is_refused_even_with_overwrite(detect_shards, tmp_path):
+    import shutil
+
+    _, dirs = detect_shards
+    parent = tmp_path / "D"
+    copies = [shutil.copytree(d, parent / d.name) for d in dirs]
+    for out in (parent, copies[0] / "merged"):
+        with pytest.raises(RHeadsError, match="(holds|is inside) the shard"):
+            merge(copies, out, run=main, overwrite=True)
+    assert all((c / "shard-done.json").is_file() for c in copies)
+
+
+def test_the_merge_leaves_out_only_and_the_cli_takes_no_abbreviations(capsys):
+    from retrieval_heads.cli.common import unsharded_argv
+
+    assert unsharded_argv(["ablate", "--only", "top-k5", "--k", "5", "--shard=1/2", "--out", "D", "--overwrite"]) == \
+        ["ablate", "--k", "5"]
+    with pytest.raises(SystemExit):
+        main(["detect", "--sh", "0/3", "--out", "x"])
+    assert "unrecognized arguments: --sh" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def add_shard_arg(p: argparse.ArgumentParser, units: str = "samples") -> None:
 
 
 # the flags a merge's unsharded pass leaves out, with how many values each takes
-SHARD_FREE = {"--shard": 1, "--out": 1, "--overwrite": 0}
+SHARD_FREE = {"--shard": 1, "--out": 1, "--overwrite": 0, "--only": 1}  # --only: the merge runs every part
 
 
 def unsharded_argv(argv: list[str]) -> list[str]:

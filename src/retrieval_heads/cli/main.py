@@ -25,7 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parsers(sub)
+    _no_abbrev(parser)  # a shard records its flags as typed: `--sh`/`--ou` must not pass for --shard/--out
     return parser
+
+
+def _no_abbrev(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                _no_abbrev(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RHeadsError
-from ..io.jsonl import JsonlWriter, read_jsonl
+from ..io.jsonl import JsonlWriter, atomic_write_json, read_jsonl
 from .shard import DONE, MANIFEST, Shard, parse_shard
 
 
@@ -52,7 +52,7 @@ def drop_shard(obj: Any) -> Any:
 def _check_shards(dirs: list[Path]) -> tuple[list[str], list[Path]]:
     """(the command, the folders ordered by shard index), or a one-line error."""
     if not dirs:
-        raise RHeadsError("merge needs the shard folders: rheads merge D/shard-0 D/shard-1 ... --out D")
+        raise RHeadsError("merge needs the shard folders: rheads merge D/s0 D/s1 ... --out D/merged")
     done, shards = {}, {}
     for d in dirs:
         if not (d / DONE).is_file():
@@ -60,6 +60,8 @@ def _check_shards(dirs: list[Path]) -> tuple[list[str], list[Path]]:
             raise RHeadsError(f"{d} {what} (a shard's folder gets it when its command finishes; rerun the shard's "
                               "command to resume it)")
         done[d] = _read(d / DONE)
+        if not isinstance(done[d], dict) or not isinstance(done[d].get("command"), list) or not done[d].get("shard"):
+            raise RHeadsError(f"{d / DONE} lacks its command or shard: rerun that shard's command to rewrite it")
         shards[d] = parse_shard(done[d].get("shard"))
     first = dirs[0]
     for d in dirs[1:]:
@@ -133,8 +135,13 @@ def merge(dirs: list[str | Path], out: str | Path, *, run: Callable[[list[str]],
     """Merge finished shard folders into `out` (see the module docstring); returns `out`."""
     dirs, out = [Path(d) for d in dirs], Path(out)
     command, shards = _check_shards(dirs)
-    if out.resolve() in {d.resolve() for d in shards}:
-        raise RHeadsError(f"--out {out} is one of the shards: write the merge to another folder")
+    for d in shards:  # --overwrite must never delete a shard: out may not be, hold, or sit inside one
+        a, b = out.resolve(), d.resolve()
+        if a == b or b.is_relative_to(a) or a.is_relative_to(b):
+            raise RHeadsError(f"--out {out} {'is' if a == b else 'holds' if b.is_relative_to(a) else 'is inside'} "
+                              f"the shard {d}: write the merge to a folder apart from the shards")
+    if out.exists() and not out.is_dir():
+        raise RHeadsError(f"--out {out} is a file: give a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RHeadsError(f"--out {out} is not empty: choose another folder, or add --overwrite to replace it")
     rels = sorted(p.parent.relative_to(shards[0]) for p in shards[0].rglob(MANIFEST))
@@ -145,16 +152,20 @@ def merge(dirs: list[str | Path], out: str | Path, *, run: Callable[[list[str]],
     if out.exists():
         shutil.rmtree(out)
     n_records = 0
-    for rel, header, records, jsonl, files in merged:
-        (out / rel).mkdir(parents=True, exist_ok=True)
-        with JsonlWriter(out / rel / jsonl) as w:
-            for r in [header, *records]:
-                w.write(r)
-        n_records += len(records)
-        for src, dest in files:
-            (out / rel / dest).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / rel / dest)
     try:
+        for rel, header, records, jsonl, files in merged:
+            (out / rel).mkdir(parents=True, exist_ok=True)
+            with JsonlWriter(out / rel / jsonl) as w:
+                for r in [header, *records]:
+                    w.write(r)
+            n_records += len(records)
+            for src, dest in files:
+                (out / rel / dest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out / rel / dest)
+        for cfg in shards[0].rglob("config.json"):  # so the final pass checks its model, data and config against them
+            rel = cfg.parent.relative_to(shards[0])
+            if (out / rel).is_dir():
+                atomic_write_json(out / rel / "config.json", drop_shard(_read(cfg)))
         status = run([*command, "--out", str(out)])
         if status != 0:
             raise RHeadsError(f"the final unsharded pass of `rheads {' '.join(command)}` on {out} failed "

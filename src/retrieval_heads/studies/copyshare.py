@@ -29,6 +29,7 @@ from ..errors import RHeadsError
 from ..heads.masks import MaskSpec, select_heads
 from ..heads.scores import HeadScores
 from ..io.jsonl import JsonlWriter, atomic_write_json, read_jsonl
+from ..io.rundir import config_diff
 from ..models.info import eos_ids, model_dims
 from ..capture.decoding import greedy_with_capture
 from ..version import FORMAT_VERSION, __version__
@@ -77,7 +78,8 @@ def copy_share(model, tokenizer, ecfg: EvalConfig, scores: HeadScores, out: str 
     path = out / "copy_share.jsonl"
     records = read_jsonl(path)
     header = {"type": "header", "version": FORMAT_VERSION, "eval_config": ecfg.to_dict()}
-    if records and records[0].get("eval_config") != header["eval_config"]:
+    if records and config_diff(records[0].get("eval_config") or {}, header["eval_config"],
+                               type(ecfg)().to_dict()):  # a field added later, at its default, is the same config
         raise RHeadsError(f"{path} was made with another config: delete it to redo the copy analysis")
     done = {r["id"]: r for r in records if r.get("type") == "item"}
     with JsonlWriter(path) as writer:
