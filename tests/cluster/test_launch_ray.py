@@ -6,7 +6,6 @@ is one line, not retried, and writes nothing. Without Ray, the launcher says how
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from retrieval_heads.cli.main import build_parser, main
 from retrieval_heads.cluster.launch import plan
 from retrieval_heads.errors import RHeadsError
+from run_folders import files
 from retrieval_heads.probes.needles import get_needles
 from tiny import COMMON, bpe_tokenizer, word_haystack
 
@@ -53,25 +53,6 @@ def _lines(path) -> list[str]:
     return path.read_text().splitlines()
 
 
-def _strip(o):
-    if isinstance(o, dict):
-        return {k: _strip(v) for k, v in o.items() if k != "seconds"}
-    return [_strip(v) for v in o] if isinstance(o, list) else o
-
-
-def _files(root) -> dict[str, object]:
-    """The run's files (not the launch's shards/): JSON and JSONL without timings, the others as bytes."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if p.is_dir() or rel.parts[0] == "shards":
-            continue
-        text = p.read_bytes()
-        out[str(rel)] = (_strip(json.loads(text)) if p.suffix == ".json" else
-                         [_strip(json.loads(l)) for l in text.splitlines()] if p.suffix == ".jsonl" else text)
-    return out
-
-
 @needs_ray
 def test_two_shards_one_killed_once_merge_into_the_unsharded_run(detect_args, local_ray, tmp_path):
     from retrieval_heads.cluster.onray import launch_ray
@@ -83,7 +64,8 @@ def test_two_shards_one_killed_once_merge_into_the_unsharded_run(detect_args, lo
 
     assert result["attempts"] == {0: 1, 1: 2}  # shard 1 retried once
     assert (out / "scores.json").read_bytes() == (full / "scores.json").read_bytes()
-    assert _files(out) == _files(full)  # every file but the timings, the records in the unsharded order
+    # every file but the timings and the launch's shards/, the records in the unsharded order
+    assert files(out, skip=("shards",)) == files(full, skip=("shards",))
     assert len(_lines(out / "samples.jsonl")) == 7  # header + 6 samples
     shard = out / "shards" / "shard-1"
     at_kill, final = _lines(shard / "samples.jsonl.at-kill"), _lines(shard / "samples.jsonl")

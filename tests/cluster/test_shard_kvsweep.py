@@ -6,7 +6,6 @@ is not finished, and a bad shard is one line that writes nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,38 +16,10 @@ from retrieval_heads.cluster.merge import merge
 from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.probes.needles import get_needles
 from tiny import COMMON, bpe_tokenizer, word_haystack
+from run_folders import files as tree, record_ids as ids
 
-TIMINGS = {"seconds"}
 HAYSTACK = word_haystack(200)
 ARMS = ["full", "retrieval-r8", "streaming-r8", "streaming-matched-r8/len160", "streaming-matched-r8/len220"]
-
-
-def _strip(o):
-    if isinstance(o, dict):
-        return {k: _strip(v) for k, v in o.items() if k not in TIMINGS}
-    if isinstance(o, list):
-        return [_strip(v) for v in o]
-    return o
-
-
-def tree(root: Path) -> dict[str, object]:
-    """Every file under root: JSON and JSONL parsed with timings dropped, other files as bytes."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_dir() or p.name == ".lock":
-            continue
-        rel = str(p.relative_to(root))
-        if p.suffix == ".jsonl":
-            out[rel] = [_strip(json.loads(line)) for line in p.read_text().splitlines()]
-        elif p.suffix == ".json":
-            out[rel] = _strip(json.loads(p.read_text()))
-        else:
-            out[rel] = p.read_bytes()
-    return out
-
-
-def ids(path: Path) -> list[str]:
-    return [r["id"] for r in map(json.loads, path.read_text().splitlines()) if r.get("type") != "header"]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ same order), each shard's folder is a run of its own part, and a bad shard is on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,36 +14,8 @@ from evals.suite.suite_helpers import essay_file, fake_qa, tokenizer
 from retrieval_heads.cli.main import main
 from retrieval_heads.cluster.merge import merge
 from tiny import COMMON
+from run_folders import files as tree, record_ids as ids
 
-TIMINGS = {"seconds"}
-
-
-def _strip(o):
-    if isinstance(o, dict):
-        return {k: _strip(v) for k, v in o.items() if k not in TIMINGS}
-    if isinstance(o, list):
-        return [_strip(v) for v in o]
-    return o
-
-
-def tree(root: Path) -> dict[str, object]:
-    """Every file under root: JSON and JSONL parsed with timings dropped, other files as bytes."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_dir() or p.name == ".lock":
-            continue
-        rel = str(p.relative_to(root))
-        if p.suffix == ".jsonl":
-            out[rel] = [_strip(json.loads(line)) for line in p.read_text().splitlines()]
-        elif p.suffix == ".json":
-            out[rel] = _strip(json.loads(p.read_text()))
-        else:
-            out[rel] = p.read_bytes()
-    return out
-
-
-def ids(path: Path) -> list[str]:
-    return [r["id"] for r in map(json.loads, path.read_text().splitlines()) if r.get("type") != "header"]
 
 
 @pytest.fixture(scope="module")
