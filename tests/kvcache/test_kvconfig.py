@@ -122,11 +122,15 @@ def test_every_committed_run_config_loads():
         elif "probe" in cfg and "mask" in cfg:
             c = NiahConfig.from_dict(cfg)
             niah += 1
-            assert c.kv.policy == cfg.get("kv", "full") and c.mask == cfg["mask"], path
-            for old, new in (("kv_sink", "sink"), ("kv_recent", "recent"), ("kv_threshold", "threshold"),
-                             ("kv_top", "top"), ("kv_seed", "seed"), ("kv_prefill", "prefill"),
-                             ("prefill_chunk", "prefill_chunk")):
-                assert getattr(c.kv, new) == cfg.get(old, getattr(KVConfig(), new)), (path, old)
+            assert c.mask == cfg["mask"], path
+            if isinstance(cfg.get("kv"), dict):  # a run written with the nested config: every field as written
+                assert c.kv.to_dict() == {**KVConfig().to_dict(), **cfg["kv"]}, path
+            else:  # an older, flat config: kv is the policy name and kv_* the fields
+                assert c.kv.policy == cfg.get("kv", "full"), path
+                for old, new in (("kv_sink", "sink"), ("kv_recent", "recent"), ("kv_threshold", "threshold"),
+                                 ("kv_top", "top"), ("kv_seed", "seed"), ("kv_prefill", "prefill"),
+                                 ("prefill_chunk", "prefill_chunk")):
+                    assert getattr(c.kv, new) == cfg.get(old, getattr(KVConfig(), new)), (path, old)
             c.kv.validate(c.scores)  # a committed run's settings are still valid
         else:
             continue
