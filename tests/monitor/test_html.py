@@ -113,3 +113,22 @@ def test_page_renders_in_headless_chromium(rep, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_legend_states_the_scale_the_score_has(rep):
+    """The page's scale note is the formula of the score it shows: recomputing 1 - (max(copy, copy_q) + mass) / 2
+    over the counted tokens gives the displayed number; an answer every head copied in full scores 1 - mass / 2 - 1/2,
+    not 0, and the note says 0 needs all the attention on the context too."""
+    from retrieval_heads.monitor.html import SCALE
+    from retrieval_heads.monitor.rules import counted
+
+    page = render_html(rep, CONTEXT, QUESTION)
+    assert htmllib.escape(SCALE) in page and "0 = every counted token copied" not in page
+    shown = float(re.search(r'<b id="score">([0-9.]+)</b>', page).group(1))
+    keep = counted([t.content for t in rep.tokens], [t.echo for t in rep.tokens])
+    by_formula = sum(1 - (max(rep.tokens[i].copy, rep.tokens[i].copy_q) + rep.tokens[i].mass) / 2 for i in keep) / len(keep)
+    assert shown == pytest.approx(by_formula, abs=5e-4)
+    full = [make_token(i, 10 + i, w, 6 * i, "".join(["word  "] * (i + 1)), StepSignals(1.0, 0.0, 3, 0.3, None), None,
+                       -0.1, 0.5) for i, w in enumerate(["word  "] * 3)]
+    copied = report("word  word  word  ", full, "given", 5)
+    assert copied.hallucination_score == pytest.approx(0.35) and "with all its attention on the context" in SCALE

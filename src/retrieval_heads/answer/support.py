@@ -3,7 +3,8 @@ much attention they put on context tokens that hold a candidate, and the DeCoRe 
 `gated`.
 
 - Token text: a token's decoded text, stripped and case-folded; two texts match when both are non-empty and
-  one is a prefix of the other (so ` Athens` in the context matches an emitted `Ath`, and `Four` matches `four`).
+  one is a prefix of the other (so ` Athens` in the context matches an emitted `Ath`, and `Four` matches `four`;
+  `monitor/textmatch.py`, which the monitor's copy test also uses).
 - A token needs support only when its text holds a letter or digit and is no function word (the monitor's
   `STOPWORDS`); a token that needs none is supported.
 - Supported: some retrieval head's top-1 key (`Top1`) is a context or question slot whose text matches the
@@ -20,28 +21,17 @@ attended token) and any learned weighting.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
 from ..capture.recorders import Recorder, Rows
 from ..monitor.rules import STOPWORDS
-
-_ALNUM = re.compile(r"[^\W_]")
-
-
-def norm(text: str) -> str:
-    return text.strip().casefold()
-
-
-def texts_match(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and (a.startswith(b) or b.startswith(a))
+from ..monitor.textmatch import has_word_char, norm, texts_match
 
 
 def needs_support(text: str) -> bool:
     t = norm(text)
-    return bool(_ALNUM.search(t)) and t not in STOPWORDS
+    return has_word_char(t) and t not in STOPWORDS
 
 
 class PromptTexts:

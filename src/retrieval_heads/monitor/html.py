@@ -39,6 +39,14 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;paddin
 """
 
 
+SCALE = ("The score is the mean, over the answer's counted tokens, of 1 - (c + m) / 2: c is the share of the "
+         "retrieval heads' weight that copied the token (their top-1 attention on a context or question token of "
+         "the same text), m their mean attention on the context. 0 only if every retrieval head copied every "
+         "token with all its attention on the context; 1 if none copied and none looked at the context. An "
+         "answer copied in full by some of the heads scores in between: compare scores, and read the verdict, "
+         "which comes from the per-token flags.")
+
+
 def _verdict_class(v: str) -> str:
     return {"supported": "v-supported", "partly unsupported": "v-partly", "unsupported": "v-unsupported"}.get(
         v, "v-nothing")
@@ -93,8 +101,9 @@ def render_html(rep: AnswerReport, context: str, question: str, *, title: str = 
 &middot; stopped by {html.escape(rep.reason)}</p>
 <p><b>Question:</b> <span class="question">{_marked(question, anchors["question"])}</span></p>
 <p><span class="verdict {_verdict_class(rep.verdict)}">{html.escape(rep.verdict)}</span>
-&nbsp; hallucination score <b id="score">{_fmt(rep.hallucination_score)}</b> (0 = every counted token copied from the
-context by the retrieval heads, 1 = none) &middot; {n_sup} tokens linked to the context, {n_uns} unsupported</p>
+&nbsp; hallucination score <b id="score">{_fmt(rep.hallucination_score)}</b> &middot; {n_sup} tokens linked to the
+context, {n_uns} unsupported</p>
+<p class="meta scale" id="scale">{html.escape(SCALE)}</p>
 <div class="answer" id="answer">{"".join(toks)}</div>
 <p class="legend"><span class="tok uns">&nbsp;unsupported&nbsp;</span><span><a class="tok sup">copied from the
 context</a> (click: its source)</span><span><a class="tok echo">repeats the question</a></span></p>

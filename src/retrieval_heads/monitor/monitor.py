@@ -19,7 +19,10 @@ random heads) whose signals ride along in each TokenRecord; the log-probabilitie
 step's logits before `min_new_tokens` masks the end tokens (after any processor the model's generation config
 adds; greedy decoding of the bundled models adds none); `baselines=True` records every head (copy flags,
 source mass, lookback ratio, previous-token attention) for RAUQ and Lookback Lens, and keeps those arrays on
-the report (`report.raw`). Token rules: `rules.py`; scores: the signal registry (`signals/`); records: `score.py`.
+the report (`report.raw`). `copy_match="text"` (the default) also counts a copy when the attended context token
+and the emitted one differ in tokenization but match by text (`textmatch.py`: ` Athens` against `Ath` + `ens`);
+`"id"` is the paper's test, the same token id. Token rules: `rules.py`; scores: the signal registry
+(`signals/`); records: `score.py`.
 
 Left out on purpose: batches of prompts, sampling (greedy only), and stopping a generation on a bad score.
 """
@@ -47,6 +50,7 @@ from .recording import HeadSet, Recording
 from .score import AnswerReport, TokenRecord, make_token, report
 from .signals import PRIMARY_SET
 from .signals.rauq import rauq
+from .textmatch import norm, word_so_far
 
 
 class _LogitStats:
@@ -122,8 +126,13 @@ class Monitor:
 
     def __init__(self, model, tokenizer, scores: HeadScores | str | Path, *, threshold: float = 0.1,
                  template: str = "default", chat: bool | None = None, max_new_tokens: int = 64,
-                 compare: dict[str, list[tuple[int, int]]] | None = None, baselines: bool = False):
+                 compare: dict[str, list[tuple[int, int]]] | None = None, baselines: bool = False,
+                 copy_match: str = "text"):
         check_model(model)
+        if copy_match not in ("text", "id"):
+            raise ParamError("copy_match", copy_match, "text (a copy matches by text, `textmatch.py`) or id (the "
+                             "paper's test: the same token id)")
+        self.copy_match = copy_match
         self.model, self.tokenizer = model, tokenizer
         self.num_layers, self.num_heads, self.max_context = model_dims(model)
         check_atlas_model(scores, model)  # an atlas entry of other dimensions refused, of other weights warned
@@ -150,8 +159,12 @@ class Monitor:
 
     def _token(self, rec: Recording, t: int, token: int, decoder: _Decoder, logprob: float,
                entropy: float) -> TokenRecord:
-        sig = rec.step(t, token)
         text, start = decoder.add(token)
+        end = start + len(text)
+        if self.copy_match == "text":  # copies matched by text too
+            sig = rec.step(t, token, norm(text), word_so_far(decoder.text, start, end))
+        else:
+            sig = rec.step(t, token)
         src = None
         if sig[0].slot is not None:
             hit = rec.prompt.source_of(sig[0].slot)
@@ -172,7 +185,8 @@ class Monitor:
                        for k in ("copy", "copy_q", "mass", "lr")}
                 raw["prev"] = prev
                 raw["rauq_tokens"] = np.asarray(rauq_tok)
-        out = report(answer, tokens, reason, rec.prompt.n, rauq=rauq_out)
+        out = report(answer, tokens, reason, rec.prompt.n, rauq=rauq_out, context=rec.prompt.context,
+                     question=rec.prompt.question)
         out.raw = raw  # type: ignore[attr-defined]
         return out
 

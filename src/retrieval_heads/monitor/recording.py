@@ -5,7 +5,9 @@ score from scores.json; comparison sets: uniform). `Recording` owns the recorder
 union of all head sets, or over every head when the baselines that need all heads are on) and turns recorded row
 t into a `StepSignals` per head set:
 - `copy`: the weighted share of the set's heads that copy from the context at step t: their top-1 key is a
-  context slot holding the very token being emitted (the paper's copy test);
+  context slot holding the very token being emitted (the paper's copy test), or, given the emitted token's
+  text (`step(..., piece=, word=)`), a slot whose text matches it (`textmatch.py`: ` Athens` in the context
+  against an emitted `Ath` + `ens`);
 - `copy_q`: the same for the question (an answer that repeats the question copies from it);
 - `n_copy`: how many heads of the set copy from either;
 - `mass`: the weighted mean attention mass of the set's heads on the context slots;
@@ -27,6 +29,7 @@ import torch
 
 from ..capture.recorders import PrevToken, SpanMass, Top1
 from .prompt import MonitorPrompt
+from .textmatch import SlotTexts
 
 GENERATED_END = 10**9  # an end slot past any sequence: "everything generated"
 
@@ -87,6 +90,7 @@ class Recording:
         self.kind = np.zeros(n, dtype=np.int8)  # [N] 1 = context, 2 = question, 0 = elsewhere
         self.kind[c0:c1] = 1
         self.kind[q0:q1] = 2
+        self.texts = SlotTexts(prompt)
         self.raw: list[dict[str, np.ndarray]] = []  # per step, per head (all_heads only)
 
     @property
@@ -97,15 +101,20 @@ class Recording:
         """{layer: [1, h, ...]} -> [n_heads_recorded, ...] in `self.order`."""
         return np.concatenate([per_layer[l][0].numpy() for l in sorted(per_layer)], axis=0)
 
-    def step(self, t: int, token: int) -> list[StepSignals]:
-        """The signals of every head set at recorded row t, whose emitted token is `token`."""
+    def step(self, t: int, token: int, piece: str = "", word: str = "") -> list[StepSignals]:
+        """The signals of every head set at recorded row t, whose emitted token is `token`, with normalised text
+        `piece` and word so far `word` (`textmatch.py`; empty: match by token id alone)."""
         top = self._flat(self.top1.step(t)).astype(np.int64)  # [n]
         mass = self._flat(self.mass.step(t))  # [n, 4]: context, question, prompt, generated
         n = self.prompt.n
         inside = (top >= 0) & (top < n)
         safe = np.where(inside, top, 0)
-        same = inside & (self.ids[safe] == token)  # [n] top-1 on a prompt token equal to the emitted one
         kind = np.where(inside, self.kind[safe], 0)  # [n]
+        same = inside & (self.ids[safe] == token)  # [n] top-1 on a prompt token equal to the emitted one ...
+        if piece:  # ... or on a context or question token whose text matches it
+            for s in np.unique(safe[(kind > 0) & ~same]):
+                if self.texts.matches(int(s), piece, word):
+                    same |= (kind > 0) & (safe == s)
         copies = same & (kind > 0)  # [n] from the context or the question
         ctx_mass = mass[:, 0]  # [n]
         out = []

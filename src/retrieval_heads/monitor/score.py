@@ -11,7 +11,9 @@ unsupported tokens (non-content tokens between two unsupported ones join the run
 character offsets of the answer. The answer's scores (`AnswerReport.scores`: `combined`, the hallucination score,
 and its variants `copy` and `mass`) and baselines (`AnswerReport.baselines`: the logit statistics, and RAUQ when
 every head was recorded) come from the signal registry (`signals/`), the one definition of each.
-While streaming, a token's `content` flag sees only the word so far; the report recomputes it on the whole answer.
+While streaming, a token's `content` flag sees only the word so far; the report recomputes it on the whole answer,
+and applies the text rules (`rules.absent_words`, `rules.copied_verbatim`) when it is given the context and
+question: a token's `absent`, the report's `verbatim`.
 
 Left out on purpose: calibration to probabilities (that would need labels) and semantic paraphrase matching.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .rules import is_echo, is_unsupported, verdict, word_flags
+from .rules import absent_words, copied_verbatim, is_echo, is_unsupported, verdict, word_flags
 from .signals import MONITOR_SIGNAL, PRIMARY_SET, AnswerTrace, HeadSetTrace, head_set_scores, stats
 from .signals.combined import token_score
 
@@ -47,13 +49,14 @@ class TokenRecord:
     logprob: float
     entropy: float
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # other head sets: {name: {copy, copy_q, mass}}
+    absent: bool = False  # its content word is absent from the context and the question (set by `report`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def recount(self, content: bool) -> None:
-        self.content = content
-        self.unsupported = is_unsupported(content, self.echo, self.copy)
+    def recount(self, content: bool, absent: bool = False, verbatim: bool = False) -> None:
+        self.content, self.absent = content, content and absent
+        self.unsupported = is_unsupported(content, self.echo, self.copy, self.absent, verbatim)
 
 
 def make_token(index: int, token_id: int, text: str, start: int, answer_so_far: str, signals, source: dict | None,
@@ -98,6 +101,7 @@ class AnswerReport:
     baselines: dict[str, float | None]  # the stored signals' values: logit statistics (and rauq)
     reason: str  # eos, length or given (teacher-forced)
     prompt_tokens: int
+    verbatim: bool = False  # a short answer copied verbatim from the context (`rules.copied_verbatim`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -116,12 +120,18 @@ def trace_of(tokens: list[TokenRecord], rauq: tuple[float | None, list[float]] |
 
 
 def report(answer: str, tokens: list[TokenRecord], reason: str, prompt_tokens: int, *,
-           rauq: tuple[float | None, list[float]] | None = None) -> AnswerReport:
-    """The AnswerReport of a finished answer (content flags recomputed on the whole answer)."""
-    for tok, flag in zip(tokens, word_flags(answer, [(t.start, t.end) for t in tokens])):
-        tok.recount(flag)
+           rauq: tuple[float | None, list[float]] | None = None, context: str | None = None,
+           question: str = "") -> AnswerReport:
+    """The AnswerReport of a finished answer (content flags recomputed on the whole answer; with `context`, the
+    text rules applied)."""
+    spans = [(t.start, t.end) for t in tokens]
+    absent = absent_words(answer, spans, context, question) if context is not None else [False] * len(tokens)
+    verbatim = context is not None and copied_verbatim(answer, context)
+    for tok, flag, gone in zip(tokens, word_flags(answer, spans), absent):
+        tok.recount(flag, gone, verbatim)
     a = trace_of(tokens, rauq)
     scores = head_set_scores(a, PRIMARY_SET)
-    v = verdict([t.content for t in tokens], [t.echo for t in tokens], [t.unsupported for t in tokens])
+    v = verdict([t.content for t in tokens], [t.echo for t in tokens], [t.unsupported for t in tokens],
+                [t.absent for t in tokens], verbatim)
     return AnswerReport(answer, tokens, scores[MONITOR_SIGNAL], v, unsupported_spans(tokens), scores, stats(a),
-                        reason, prompt_tokens)
+                        reason, prompt_tokens, verbatim)

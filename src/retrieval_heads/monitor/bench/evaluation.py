@@ -195,13 +195,14 @@ def _flags(records: list[dict]) -> dict[str, Any]:
     for r in records:
         sig = r["signals"]["retrieval"]
         echo = [is_echo(c, q) for c, q in zip(sig["copy"], sig["copy_q"])]
-        flag = [is_unsupported(ct, e, c) for ct, e, c in zip(r["content"], echo, sig["copy"])]
+        absent, verbatim = r.get("absent") or [False] * len(echo), bool(r.get("verbatim"))  # (older records: none)
+        flag = [is_unsupported(ct, e, c, a, verbatim) for ct, e, c, a in zip(r["content"], echo, sig["copy"], absent)]
         for f, lab in zip(flag, r["token_labels"]):
             if lab is not None:
                 tp += f and lab == 1
                 fp += f and lab == 0
                 fn += (not f) and lab == 1
-        v = verdict(r["content"], echo, flag)
+        v = verdict(r["content"], echo, flag, absent, verbatim)
         verdicts.setdefault(v, Counter())[{0: "right", 1: "wrong", None: "unlabelled"}[r["label"]]] += 1
     return {"token_precision": round(tp / (tp + fp), 4) if tp + fp else None,
             "token_recall": round(tp / (tp + fn), 4) if tp + fn else None, "tp": tp, "fp": fp, "fn": fn,

@@ -101,6 +101,7 @@ def item_record(item: BenchItem, rep, seconds: float) -> dict[str, Any]:
         "label": label, "parametric": (judge(rep.answer, item.common)["contains"] if item.common else None),
         "token_ids": [t.token_id for t in toks], "tokens": [t.text for t in toks], "spans": [list(s) for s in spans],
         "content": [t.content for t in toks], "echo": [t.echo for t in toks],
+        "absent": [t.absent for t in toks], "verbatim": rep.verbatim,
         "token_labels": token_labels(rep.answer, spans, label, item.question, item.gold),
         "signals": signals, "logprobs": _r(t.logprob for t in toks), "entropies": _r(t.entropy for t in toks),
         "rauq_tokens": _r(rep.raw["rauq_tokens"]) if rep.raw is not None else [],
