@@ -146,6 +146,20 @@ def cmd_bench(a) -> None:
     print(f"results in {a.out}/ (items.jsonl, summary.json, tables.md, arrays/)")
 
 
+def cmd_pairs(a) -> None:
+    from ..monitor.bench.pairs import PairsConfig, format_table, run_pairs
+    from ..probes.grid import parse_grid
+
+    scores = _need_scores(a, "rheads monitor pairs")
+    config = PairsConfig(model=model_config(a), scores=scores, threshold=a.threshold,
+                         lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
+                         haystack=a.haystack, template=a.template, chat=a.chat, seed=a.item_seed)
+    _, model, tok = load(a)
+    summary = run_pairs(model, tok, config, a.out, overwrite=a.overwrite)
+    print(format_table(summary))
+    print(f"results in {a.out}/ (pairs.jsonl, summary.json)")
+
+
 def cmd_evaluate(a) -> None:
     from ..monitor.bench.evaluation import evaluate_run
 
@@ -168,7 +182,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--html", default=None, help="write the offline HTML view of the answer here")
     p.add_argument("--json", default=None, help="write the full report (tokens, signals, baselines) here")
     p.set_defaults(func=cmd_generate)
-    ms = p.add_subparsers(dest="monitor_command", metavar="{score,bench,evaluate}")
+    ms = p.add_subparsers(dest="monitor_command", metavar="{score,bench,pairs,evaluate}")
 
     s = ms.add_parser("score", help="teacher-forced scores of given answers (JSONL in, JSONL out)")
     _add_monitor_args(s)
@@ -194,6 +208,16 @@ def add_parsers(sub) -> None:
     add_out_args(b, "runs/monbench")
     add_shard_arg(b, "items")
     b.set_defaults(func=cmd_bench)
+
+    q = ms.add_parser("pairs", help="short answers in pairs: is the real-world answer less supported than the "
+                      "one the context states? (teacher-forced; copies by text and by id)")
+    _add_monitor_args(q)
+    q.add_argument("--lengths", default="500", help="prompt lengths in tokens (default: %(default)s)")
+    q.add_argument("--depths", default="0:100:5", help="depths in percent, rotating over the facts (default: %(default)s)")
+    q.add_argument("--haystack", default="paul-graham")
+    q.add_argument("--item-seed", type=int, default=42, help="seed of the pair order (default: 42)")
+    add_out_args(q, "runs/pairs")
+    q.set_defaults(func=cmd_pairs)
 
     e = ms.add_parser("evaluate", help="recompute summary.json and tables.md of a bench run directory")
     e.add_argument("run", help="a `rheads monitor bench` directory")
