@@ -8,9 +8,8 @@ Parts (each in its own try/except: a failure is recorded in the report and the o
 - `overhead`: `generate` of a few new tokens with top-1 capture on every head (what `rheads detect` records)
   against plain SDPA `generate`, at 8K and 32K tokens, on a random-weight model shaped like Llama-3.1-8B (bf16);
 - `memory`: at 32K tokens, the full cache (transformers' DynamicCache) against the retrieval cache
-  (`RetrievalHeadCache` of random scores, top 10% of the query heads) and, once a policy named `hybrid` is
-  registered, the hybrid one: `torch.cuda.max_memory_allocated` above the weights, and the cache's own bytes
-  against the analytic formula;
+  (`RetrievalHeadCache` of random scores, top 10% of the query heads) and the hybrid one at a budget of 0.5:
+  `torch.cuda.max_memory_allocated` above the weights, and the cache's own bytes against the analytic formula;
 - `batch`: a left-padded batch of 4 prompts (`generate_batch`) gives each prompt the tokens and top-1 slots it
   gets alone.
 
@@ -548,7 +547,7 @@ def part_memory(s: Settings, part: Part, model) -> None:
     policies = {"full": make_policy("full"), "retrieval": make_policy("retrieval", scores, top=top)}
     if "hybrid" in policy_names():
         with part.guard("memory/hybrid/build"):
-            kv = KVConfig(policy="hybrid", sink=s.sink, recent=s.recent, top=top).validate(scores)
+            kv = KVConfig(policy="hybrid", sink=s.sink, recent=s.recent, top=top, budget=0.5).validate(scores)
             policies["hybrid"] = kv.build_policy(scores)
     else:
         part.skipped["hybrid"] = "hybrid: not registered yet"
@@ -559,9 +558,14 @@ def part_memory(s: Settings, part: Part, model) -> None:
             del cache  # the next cache is measured without this one held
             full_heads = policy.full_kv_heads(model)  # [L, KV]
             r["full_kv_heads"], r["kv_heads"] = int(full_heads.sum()), int(full_heads.size)
-            if name in ("full", "retrieval"):  # the formula of the built-in caches
-                want = expected_bytes(cfg, None if name == "full" else full_heads, T, s.sink, s.recent,
-                                      dtype_bytes=bytes_per)
+            if name in ("full", "retrieval", "hybrid"):  # the formula of the built-in caches
+                if name == "hybrid":  # the budget cache: each KV head's allotment of the prompt, plus the new slots
+                    from retrieval_heads.kvcache.select import select_bytes
+
+                    want = select_bytes(cfg, policy.allot(model, n), n, new - 1, dtype_bytes=bytes_per)
+                else:
+                    want = expected_bytes(cfg, None if name == "full" else full_heads, T, s.sink, s.recent,
+                                          dtype_bytes=bytes_per)
                 part.check(f"memory/{name}/bytes_formula", r["cache_bytes"] == want, cache_bytes=r["cache_bytes"],
                            expected_bytes=want)
     part.info["caches"] = results

@@ -227,7 +227,7 @@ def test_policies():
     assert isinstance(build_cache(FullPolicy(), model), DynamicCache)
     assert not isinstance(build_cache(FullPolicy(), model), RetrievalHeadCache)
     assert isinstance(build_cache(StreamingPolicy(), model), RetrievalHeadCache)
-    assert set(policy_names()) == {"full", "retrieval", "random", "streaming"}
+    assert set(policy_names()) == {"full", "retrieval", "random", "streaming", "snapkv", "headkv", "hybrid"}
     assert make_policy("random", m, seed=2).describe(model)["full_kv_heads"] == int(ret.sum())
 
 

@@ -115,10 +115,15 @@ def test_every_committed_run_config_loads():
         if "policies" in cfg and "matched_streaming" in cfg:
             c = KVSweepConfig.from_dict(cfg)
             sweep += 1
-            assert c.recent_windows == cfg["recent"] and c.policies == cfg["policies"], path
-            for old, new in (("sink", "sink"), ("kv_threshold", "threshold"), ("kv_top", "top"), ("kv_seed", "seed"),
-                             ("kv_prefill", "prefill"), ("prefill_chunk", "prefill_chunk")):
-                assert getattr(c.kv, new) == cfg.get(old, getattr(KVConfig(), new)), (path, old)
+            assert c.policies == cfg["policies"], path
+            if isinstance(cfg.get("kv"), dict):  # written with the nested config
+                assert c.recent_windows == cfg["recent_windows"], path
+                assert c.kv.to_dict() == {**KVConfig().to_dict(), **cfg["kv"]}, path
+            else:  # an older, flat config
+                assert c.recent_windows == cfg["recent"], path
+                for old, new in (("sink", "sink"), ("kv_threshold", "threshold"), ("kv_top", "top"),
+                                 ("kv_seed", "seed"), ("kv_prefill", "prefill"), ("prefill_chunk", "prefill_chunk")):
+                    assert getattr(c.kv, new) == cfg.get(old, getattr(KVConfig(), new)), (path, old)
         elif "probe" in cfg and "mask" in cfg:
             c = NiahConfig.from_dict(cfg)
             niah += 1

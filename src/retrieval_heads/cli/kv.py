@@ -37,8 +37,8 @@ def policy_help() -> str:
 
 
 def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
-    """--kv and --recent (not for the sweep), --sink, --kv-threshold, --kv-top, --kv-seed, --kv-prefill,
-    --prefill-chunk."""
+    """--kv and --recent (not for the sweep), --sink, --kv-threshold, --kv-top, --kv-seed, --kv-budget,
+    --kv-prefill, --prefill-chunk."""
     if not sweep:
         p.add_argument("--kv", default="full", choices=policy_names(), help=policy_help() + " (default: full)")
         p.add_argument("--recent", type=int, default=256,
@@ -49,6 +49,9 @@ def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--kv-top", type=int, default=0,
                    help="K > 0: the top K query heads by score are the retrieval heads instead (default: 0)")
     p.add_argument("--kv-seed", type=int, default=0, help="seed of the random policy's draw (default: 0)")
+    p.add_argument("--kv-budget", type=float, default=None,
+                   help="the share of the full cache's KV bytes a policy keeps of the prompt, in (0, 1]: needed by "
+                   "snapkv, headkv and hybrid; retrieval, random and streaming take it too (docs/kv-cache.md)")
     p.add_argument("--prefill-chunk", type=int, default=0,
                    help="prefill this many tokens per forward, which lowers the prefill's peak memory (0: all at "
                    "once; needs --kv-prefill window with a compressing policy)")
@@ -62,7 +65,7 @@ def kv_config(a, recent: int | None = None) -> KVConfig:
     """The `KVConfig` of the flags of `add_kv_args` (unchecked)."""
     return KVConfig(policy=getattr(a, "kv", "full"), sink=a.sink, recent=a.recent if recent is None else recent,
                     threshold=a.kv_threshold, top=a.kv_top, seed=a.kv_seed, prefill=a.kv_prefill,
-                    prefill_chunk=a.prefill_chunk)
+                    prefill_chunk=a.prefill_chunk, budget=a.kv_budget)
 
 
 def kv_kwargs(a) -> dict:
@@ -111,8 +114,10 @@ def add_parsers(sub) -> None:
     add_model_args(p)
     add_probe_args(p, needles="eval", lengths="2000,4000,8000", depths="0:100:5", per_cell=1)
     p.add_argument("--scores", default=None, help="retrieval scores of this model (scores.json from rheads detect)")
-    p.add_argument("--policies", default=",".join(policy_names()), help="arms to run: registered KV policies "
-                   "(default: %(default)s)")
+    p.add_argument("--policies", default=",".join(n for n in policy_names()
+                                                  if get_policy_class(n).uses_budget != "required"),
+                   help="arms to run: registered KV policies (default: every one that runs without a budget, "
+                   "%(default)s)")
     p.add_argument("--recent-windows", default="64,128,256",
                    help="recent windows of the compressing arms, a comma list (default: %(default)s)")
     p.add_argument("--no-matched", action="store_true",

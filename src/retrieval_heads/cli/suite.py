@@ -13,7 +13,6 @@ Left out on purpose: anything the library does not do; the handler loads the mod
 
 from __future__ import annotations
 
-import dataclasses
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
 from ..errors import ParamError
@@ -54,7 +53,7 @@ def suite_config(a):
                          data=a.data, task_name=a.task_name, qa_data=a.qa_data, heldout=a.heldout,
                          max_new_tokens=a.max_new_tokens, mask=a.mask, scores=a.scores, ablation=a.ablation,
                          threshold=a.threshold, mask_seed=a.mask_seed,
-                         kv=dataclasses.replace(kv_config(a), budget=a.kv_budget), shard=a.shard)
+                         kv=kv_config(a), shard=a.shard)
     check_config(config)
     return config
 
@@ -112,8 +111,6 @@ def add_parsers(sub) -> None:
     s.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
     s.add_argument("--mask-seed", type=int, default=0, help="seed of the random:K mask draw (default: 0)")
     add_kv_args(s)
-    s.add_argument("--kv-budget", type=float, default=None, help="share of the full cache's KV bytes a policy may "
-                   "hold, in (0, 1] (passed to the KV settings)")
     s.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (left-padded)")
     add_out_args(s, "runs/suite")
     add_shard_arg(s)

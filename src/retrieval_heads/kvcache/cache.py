@@ -50,7 +50,45 @@ from .layer import RetrievalHeadLayer
 from .split import SplitKV  # noqa: F401 (re-exported)
 
 
-class RetrievalHeadCache(Cache):
+class OneCallCache(Cache):
+    """What every compressing cache of this package shares: one `generate` call per cache (a used cache is
+    refused when generate starts; `reset()` empties it), and its bytes now and at their peak."""
+
+    _in_generate = False
+
+    @property
+    def _is_user_defined(self) -> bool:
+        return self._in_generate
+
+    @_is_user_defined.setter
+    def _is_user_defined(self, value: bool) -> None:  # set by generate at its start: refuse a used cache there
+        if value and self.get_seq_length() > 0:
+            raise RHeadsError(f"this {type(self).__name__} already holds {self.get_seq_length()} tokens of an earlier "
+                              "generate call: build a fresh cache per call, or call cache.reset() first")
+        self._in_generate = bool(value)
+
+    def reset(self) -> None:
+        """Empty every layer (and the peak), so the cache can serve another generate call."""
+        super().reset()
+        self._peak = 0
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        out = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if layer_idx == len(self.layers) - 1:  # end of a forward: the cache only grows, so its size now is its peak
+            self._peak = max(getattr(self, "_peak", 0), self.nbytes())
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes of keys and values held now."""
+        return sum(cache_layer_bytes(layer) for layer in self.layers)
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most bytes the cache held (checked at the end of each forward and now)."""
+        return max(getattr(self, "_peak", 0), self.nbytes())
+
+
+class RetrievalHeadCache(OneCallCache):
     """A `Cache` whose full-attention layers keep the full history only for the KV heads marked in `full_heads`
     ([L, KV] bool); see the module docstring. One per `generate` call (or `reset()` between calls)."""
 
@@ -101,36 +139,6 @@ class RetrievalHeadCache(Cache):
         check_kv_model(model)
         return cls(model.config, policy.full_kv_heads(model), sink, recent, prefill=prefill)
 
-    @property
-    def _is_user_defined(self) -> bool:
-        return self._in_generate
-
-    @_is_user_defined.setter
-    def _is_user_defined(self, value: bool) -> None:  # set by generate at its start: refuse a used cache there
-        if value and self.get_seq_length() > 0:
-            raise RHeadsError(f"this RetrievalHeadCache already holds {self.get_seq_length()} tokens of an earlier "
-                              "generate call: build a fresh cache per call, or call cache.reset() first")
-        self._in_generate = bool(value)
-
-    def reset(self) -> None:
-        """Empty every layer (and the peak), so the cache can serve another generate call."""
-        super().reset()
-        self._peak = 0
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        out = super().update(key_states, value_states, layer_idx, *args, **kwargs)
-        if layer_idx == len(self.layers) - 1:  # end of a forward: the cache only grows, so its size now is its peak
-            self._peak = max(self._peak, self.nbytes())
-        return out
-
-    def nbytes(self) -> int:
-        """Bytes of keys and values held now."""
-        return sum(cache_layer_bytes(layer) for layer in self.layers)
-
-    @property
-    def peak_bytes(self) -> int:
-        """The most bytes the cache held (checked at the end of each forward and now)."""
-        return max(self._peak, self.nbytes())
 
 
 def build_cache(policy, model, sink: int = 4, recent: int = 256, prefill: str = "full"):
@@ -140,8 +148,9 @@ def build_cache(policy, model, sink: int = 4, recent: int = 256, prefill: str = 
 
 
 def cache_layer_bytes(layer) -> int:
-    if isinstance(layer, RetrievalHeadLayer):
-        return layer.nbytes()
+    own = getattr(layer, "nbytes", None)  # this package's layers count their own storage
+    if callable(own):
+        return own()
     return sum(t.numel() * t.element_size() for t in (layer.keys, layer.values) if t is not None)
 
 

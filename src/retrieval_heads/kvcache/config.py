@@ -2,8 +2,8 @@
 the reading of older run files that stored them as flat `kv_*` fields.
 
 Fields: `policy` (a registered name, `registry.policy_names()`), `sink` and `recent` (what a compressed KV head
-keeps: the first `sink` real tokens and the last `recent` slots), `budget` (reserved for per-run KV budgets, a
-later issue: must stay None for now), `threshold` / `top` / `seed` (the score-driven policies' selection: a KV
+keeps: the first `sink` real tokens and the last `recent` slots), `budget` (the share of the full cache's KV
+bytes a budget policy keeps of the prompt, in (0, 1]; None: no budget; `budget.py`), `threshold` / `top` / `seed` (the score-driven policies' selection: a KV
 head stays full when a query head of its group scores above `threshold`, or is among the `top` best when
 top > 0; `seed` draws the random control), `prefill` (what compressed heads see during prefill: "full", or
 "window" = sink + recent already there) and `prefill_chunk` (tokens per prefill forward, 0: the whole prompt).
@@ -47,7 +47,7 @@ class KVConfig(Config):
     policy: str = "full"  # a registered KV policy (registry.policy_names())
     sink: int = 4  # compressed KV heads keep each row's first `sink` real tokens ...
     recent: int = 256  # ... and the last `recent` slots
-    budget: float | None = None  # reserved (per-run KV budgets, a later issue); must be None for now
+    budget: float | None = None  # budget policies: the share of the full cache's KV bytes kept (budget.py)
     threshold: float = 0.1  # score policies: a KV head stays full when a query head of its group scores above it
     top: int = 0  # score policies: > 0 uses the top K query heads instead of the threshold
     seed: int = 0  # the random policy's draw
@@ -65,8 +65,7 @@ class KVConfig(Config):
         `masked` whether heads are ablated in the run. Returns self."""
         cls = self.policy_class()
         check_window(self.sink, self.recent)
-        if self.budget is not None:
-            raise ParamError("kv.budget", self.budget, "KV budgets are not implemented yet: leave it unset (None)")
+        self._check_budget(cls)
         if self.prefill not in PREFILL_MODES:
             raise ParamError("kv.prefill", self.prefill, f"use one of {', '.join(PREFILL_MODES)}")
         if self.prefill_chunk < 0:
@@ -81,9 +80,32 @@ class KVConfig(Config):
         cls.check_config(self, scores)
         return self
 
+    def _check_budget(self, cls) -> None:
+        from .budget import check_budget
+        from .registry import get_policy_class, policy_names
+
+        takes = [n for n in policy_names() if get_policy_class(n).uses_budget != "never"]
+        if self.budget is None:
+            if cls.uses_budget == "required":
+                raise ParamError("kv.policy", self.policy, "this policy runs at a budget: give {kv.budget}, the share "
+                                 "of the full cache's KV bytes to keep (e.g. 0.2)")
+            return
+        check_budget(self.budget)
+        if cls.uses_budget == "never":
+            raise ParamError("kv.budget", self.budget, f"the {self.policy} policy takes no budget: leave it out, or "
+                             f"use one of {', '.join(takes)}")
+        if self.prefill_chunk:
+            raise ParamError("kv.prefill_chunk", self.prefill_chunk, "a budget policy picks what each head keeps from "
+                             "the whole prompt: no prefill chunks with {kv.budget}")
+        if self.prefill != "full":
+            raise ParamError("kv.prefill", self.prefill, "a budget policy prefills with full attention: use "
+                             "{kv.prefill} full with {kv.budget}")
+
     def build_policy(self, scores=None):
         """The policy these settings name, built by its class (`from_config`); `scores` for the score-driven ones."""
-        return self.policy_class().from_config(self, scores)
+        policy = self.policy_class().from_config(self, scores)
+        policy.budget, policy.sink, policy.recent = self.budget, self.sink, self.recent  # what a budget cache reads
+        return policy
 
 
 def make_policy(name: str, scores=None, *, threshold: float = 0.1, top: int = 0, seed: int = 0):

@@ -11,7 +11,12 @@ What a policy says about itself (class attributes, read instead of special-casin
 - `order`: where it is listed (built-ins 0-30, others 100);
 - `compresses`: False for a policy that keeps every position of every head: its cache is transformers' own
   `DynamicCache` (`build_cache`), it needs no registered attention, and prefill chunks need no window;
-- `needs_scores`: True when it selects heads from retrieval scores (`check_config` then asks for them).
+- `needs_scores`: True when it selects heads from retrieval scores (`check_config` then asks for them);
+- `uses_budget`: "never" (the default), "optional" (with `KVConfig.budget` set it holds that share of the full
+  cache's bytes, through the budget cache `select.py`) or "required" (it only runs at a budget).
+A policy run at a budget sets `budget` and answers `allot(model, n) -> budget.Allotment` (what each KV head keeps of
+an n-token prompt); its cache is a `select.SelectCache`. `full_kv_heads` is then the map at the model's whole
+context (what the summaries count).
 Behaviour to override: `from_config(kv, scores)` (build from a `KVConfig`), `check_config(kv, scores)` (its own
 `ParamError`s, called by `KVConfig.validate`), `params()` (what result files record), `build_cache(...)`.
 
@@ -28,6 +33,12 @@ from ..errors import ParamError
 from .dims import full_attention_layers
 
 
+def model_context(model) -> int:
+    """The model's context length (its `max_position_embeddings`; 32768 when it says none)."""
+    text = model.config.get_text_config(decoder=True)
+    return int(getattr(text, "max_position_embeddings", None) or 32768)
+
+
 class KVPolicy:
     """The base: a policy names the KV heads that stay full; the cache and the description come from here."""
 
@@ -36,6 +47,9 @@ class KVPolicy:
     order = 100
     compresses = True
     needs_scores = False
+    uses_budget = "never"
+    budget: float | None = None  # set by a policy run at a budget (`KVConfig.build_policy`) ...
+    sink, recent = 4, 256  # ... with the window its WINDOW heads keep
 
     @classmethod
     def from_config(cls, kv, scores=None) -> "KVPolicy":
@@ -50,7 +64,16 @@ class KVPolicy:
                              "a scores.json from `rheads detect` on this model")
 
     def full_kv_heads(self, model) -> np.ndarray:
-        """[L, KV] bool: True where the KV head keeps its whole history."""
+        """[L, KV] bool: True where the KV head keeps its whole history (at a budget: at the model's context)."""
+        if self.budget is not None:
+            from .budget import FULL
+
+            n = model_context(model)
+            return (self.allot(model, n).modes == FULL) & full_attention_layers(model)[:, None]
+        raise NotImplementedError
+
+    def allot(self, model, n: int):
+        """A policy run at a budget: what each KV head keeps of an n-token prompt (`budget.Allotment`)."""
         raise NotImplementedError
 
     def params(self) -> dict:
@@ -59,7 +82,7 @@ class KVPolicy:
 
     def describe(self, model=None, full_heads: np.ndarray | None = None) -> dict:
         """The policy, its params and, with a model, how many KV heads of full-attention layers stay full."""
-        d = {"policy": self.name, **self.params()}
+        d = {"policy": self.name, **self.params(), **({"budget": self.budget} if self.budget is not None else {})}
         if model is not None:
             full = self.full_kv_heads(model) if full_heads is None else full_heads
             usable = full_attention_layers(model)
@@ -79,6 +102,10 @@ class KVPolicy:
                     full_heads: np.ndarray | None = None):
         """A fresh cache for one `generate` call: a `RetrievalHeadCache` of `full_kv_heads(model)` (or the map
         `full_heads` already computed)."""
+        if self.budget is not None:
+            from .select import SelectCache
+
+            return SelectCache(model.config, lambda n: self.allot(model, n), sink=sink)
         from .cache import RetrievalHeadCache
 
         full = self.full_kv_heads(model) if full_heads is None else full_heads

@@ -73,12 +73,17 @@ def legacy_sweep_config(d: dict) -> dict:
     return d
 
 
+def window_policies() -> list[str]:
+    """The registered policies that run without a budget (the sweep's default arms)."""
+    return [p for p in policy_names() if get_policy_class(p).uses_budget != "required"]
+
+
 @dataclass
 class KVSweepConfig(Config):
     model: ModelConfig = field(default_factory=ModelConfig)
     probe: ProbeConfig = field(default_factory=kv_probe)
     scores: str | None = None  # retrieval scores (scores.json): needed by retrieval, random and matched streaming
-    policies: list[str] = field(default_factory=policy_names)  # registered policies to run (default: all)
+    policies: list[str] = field(default_factory=lambda: window_policies())  # default: every windowed policy
     recent_windows: list[int] = field(default_factory=lambda: [64, 128, 256])  # each compressing arm's kv.recent
     matched_streaming: bool = True  # also streaming at the retrieval cache's budget, per length
     kv: KVConfig = field(default_factory=KVConfig)  # the arms' shared KV settings; policy and recent are per arm

@@ -1,6 +1,9 @@
 """The `random` policy, the control of `retrieval`: as many full KV heads in full-attention layers as `retrieval`
 keeps, drawn (seeded) from the KV heads that hold no retrieval head, so the cache holds the same bytes.
 
+At a budget: as many KV heads keep every position as `retrieval` keeps at that budget, in a seeded random order of
+all KV heads (bytes matched: the same count for the same prompt).
+
 Left out on purpose: several draws per run (one `seed`; run more seeds as more runs).
 """
 
@@ -33,7 +36,14 @@ class RandomPolicy(RetrievalPolicy):
     def params(self) -> dict:
         return {**super().params(), "seed": self.seed}
 
+    def ranked_kv_heads(self, model) -> list[tuple[int, int]]:
+        heads = super().ranked_kv_heads(model)
+        order = np.random.default_rng(self.seed).permutation(len(heads))
+        return [heads[i] for i in order]
+
     def full_kv_heads(self, model) -> np.ndarray:
+        if self.budget is not None:
+            return super().full_kv_heads(model)
         retrieval = super().full_kv_heads(model)  # [L, KV]
         usable = full_attention_layers(model)[:, None] & np.ones_like(retrieval)  # [L, KV]
         n = int((retrieval & usable).sum())

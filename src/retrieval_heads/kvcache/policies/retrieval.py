@@ -1,5 +1,7 @@
 """The `retrieval` policy: a KV head keeps every position when any query head of its group is a retrieval head
 (score above `threshold`, or among the `top` best query heads when top > 0); the rest keep sink + recent.
+At a budget (`KVConfig.budget`): the KV heads ranked by their group's best score keep every position, as many as
+the budget allows after the sinks and recent windows of the rest (`budget.full_then`), through the budget cache.
 
 The scores are a HeadScores, a path to scores.json (or its run dir), or an [L, H] array; a file is read once per
 policy object (the first `full_kv_heads` call), not on every call.
@@ -30,9 +32,11 @@ def check_top(top: int) -> None:
 class RetrievalPolicy(KVPolicy):
     """A KV head stays full when a query head of its group is a retrieval head."""
 
-    help = "KV heads that hold a retrieval head keep every token, the others sink + recent"
+    help = "KV heads that hold a retrieval head keep every token, the others sink + recent (at --kv-budget: as many " \
+           "top-ranked KV heads as fit)"
     order = 10
     needs_scores = True
+    uses_budget = "optional"
 
     def __init__(self, scores, threshold: float = 0.1, top: int = 0):
         check_top(top)
@@ -85,6 +89,31 @@ class RetrievalPolicy(KVPolicy):
             return mask
         return m > self.threshold
 
-    def full_kv_heads(self, model) -> np.ndarray:
+    def retrieval_kv_heads(self, model) -> np.ndarray:
+        """[L, KV] the KV heads that hold a retrieval head."""
         _, _, KV = kv_dims(model)
         return kv_mask(self.retrieval_query_heads(model), KV)
+
+    def full_kv_heads(self, model) -> np.ndarray:
+        if self.budget is not None:
+            return super().full_kv_heads(model)
+        return self.retrieval_kv_heads(model)
+
+    def kv_head_scores(self, model) -> np.ndarray:
+        """[L, KV] each KV head's best query-head score in its group."""
+        m = self.score_matrix(model)
+        _, H, KV = kv_dims(model)
+        return m.reshape(m.shape[0], KV, H // KV).max(axis=2)  # [L, H] -> [L, KV, G] -> [L, KV]
+
+    def ranked_kv_heads(self, model) -> list[tuple[int, int]]:
+        """Every (layer, KV head), best group score first (ties by layer, head)."""
+        s = self.kv_head_scores(model)
+        return sorted(np.ndindex(*s.shape), key=lambda lh: (-s[lh], lh))
+
+    def allot(self, model, n: int):
+        from ..budget import WINDOW, full_then
+        from ..dims import full_attention_layers
+
+        _, _, KV = kv_dims(model)
+        return full_then(n, self.budget, full_attention_layers(model), KV, self.ranked_kv_heads(model), WINDOW,
+                         window=0, sink=self.sink, recent=self.recent)
