@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 from retrieval_heads.config import ModelConfig, ProbeConfig
-from retrieval_heads.errors import RHeadsError
+from retrieval_heads.errors import ParamError, RHeadsError
 from retrieval_heads.studies.kvsweep import (KVSweepConfig, add_diffs, format_table, matched_recent, paired_diff,
                                                 plan_arms, run_kv_sweep)
 from retrieval_heads.evals.niah import NiahConfig, run_niah
@@ -200,6 +200,31 @@ def test_kv_sweep(model, tok, haystack_file, scores_file, tmp_path):
         run_kv_sweep(model, tok, cfg, out, progress=False, only=["retrieval-r4"])
     with pytest.raises(RHeadsError, match="unknown KV policy"):
         run_kv_sweep(model, tok, KVSweepConfig(policies=["full", "h2o"]), tmp_path / "z", progress=False)
+
+
+def test_budget_arms(model, tok, haystack_file, scores_file, tmp_path):
+    """--budgets adds one arm per budget for every chosen policy that runs at one (a policy that needs one runs only
+    there); each keeps at most its budget of the prompt; budget 1 is the full cache; diffs pair with retrieval."""
+    cfg = KVSweepConfig(model=ModelConfig(model="tiny-llama"), probe=_probe(haystack_file, (160, 220), (50,)),
+                        scores=scores_file, policies=["full", "retrieval", "snapkv", "hybrid"], recent_windows=[8],
+                        budgets=[0.25, 1.0], matched_streaming=False, kv=KVConfig(sink=2), max_new_tokens=4)
+    names = [a.name for a in plan_arms(cfg, model)]
+    assert names == ["full", "retrieval-r8", "retrieval-b0.25", "snapkv-b0.25", "hybrid-b0.25", "retrieval-b1",
+                     "snapkv-b1", "hybrid-b1"]
+    summary = run_kv_sweep(model, tok, cfg, tmp_path / "sweep", progress=False)
+    rows = {r["arm"]: r for r in summary["arms"]}
+    assert summary["missing"] == [] and rows["snapkv-b0.25"]["budget"] == 0.25
+    for p in ("retrieval", "snapkv", "hybrid"):
+        prompt = [json.loads(x) for x in (tmp_path / "sweep" / f"{p}-b0.25" / "samples.jsonl").read_text().splitlines()
+                  if '"sample"' in x]
+        for r in prompt:  # the prompt's share at most the budget; the 4 new tokens (3 fed back) are all kept
+            n, t = r["prompt_length"], r["new_tokens"] - 1
+            assert r["kv_bytes"] / r["kv_bytes_full"] <= (0.25 * n + t) / (n + t) + 1e-9
+        assert rows[f"{p}-b1"]["mean_score"] == rows["full"]["mean_score"]
+    assert rows["snapkv-b0.25"]["vs_retrieval"]["n"] == 2 and "vs_retrieval" not in rows["retrieval-b0.25"]
+    assert (tmp_path / "sweep" / "budget.png").stat().st_size > 1000
+    with pytest.raises(ParamError, match="runs at a budget"):
+        KVSweepConfig(scores=scores_file, policies=["full", "snapkv"]).validate()
 
 
 def test_a_bad_sweep_writes_nothing_and_the_corrected_one_runs(model, tok, haystack_file, scores_file, tmp_path):

@@ -32,6 +32,7 @@ PARAM_FLAGS: dict[str, str] = {
     "kv.prefill_chunk": "--prefill-chunk",
     "kv.budget": "--kv-budget",
     "recent_windows": "--recent-windows",
+    "budgets": "--budgets",
     "policies": "--policies",
     "item_seed": "--item-seed",
     "lengths": "--lengths",

@@ -49,9 +49,10 @@ def add_kv_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--kv-top", type=int, default=0,
                    help="K > 0: the top K query heads by score are the retrieval heads instead (default: 0)")
     p.add_argument("--kv-seed", type=int, default=0, help="seed of the random policy's draw (default: 0)")
-    p.add_argument("--kv-budget", type=float, default=None,
-                   help="the share of the full cache's KV bytes a policy keeps of the prompt, in (0, 1]: needed by "
-                   "snapkv, headkv and hybrid; retrieval, random and streaming take it too (docs/kv-cache.md)")
+    if not sweep:  # (the sweep takes a list: --budgets)
+        p.add_argument("--kv-budget", type=float, default=None,
+                       help="the share of the full cache's KV bytes a policy keeps of the prompt, in (0, 1]: needed "
+                       "by snapkv, headkv and hybrid; retrieval, random and streaming take it too (docs/kv-cache.md)")
     p.add_argument("--prefill-chunk", type=int, default=0,
                    help="prefill this many tokens per forward, which lowers the prefill's peak memory (0: all at "
                    "once; needs --kv-prefill window with a compressing policy)")
@@ -65,7 +66,7 @@ def kv_config(a, recent: int | None = None) -> KVConfig:
     """The `KVConfig` of the flags of `add_kv_args` (unchecked)."""
     return KVConfig(policy=getattr(a, "kv", "full"), sink=a.sink, recent=a.recent if recent is None else recent,
                     threshold=a.kv_threshold, top=a.kv_top, seed=a.kv_seed, prefill=a.kv_prefill,
-                    prefill_chunk=a.prefill_chunk, budget=a.kv_budget)
+                    prefill_chunk=a.prefill_chunk, budget=getattr(a, "kv_budget", None))
 
 
 def kv_kwargs(a) -> dict:
@@ -80,6 +81,8 @@ def kv_line(summary: dict) -> str:
         return f"KV cache: {summary.get('kv_policy', 'full')}"
     extra = "" if "kv_sink" not in summary else \
         f" (sink {summary['kv_sink']}, recent {summary['kv_recent']}, {summary['kv_prefill']} prefill)"
+    if summary.get("kv_budget") is not None:
+        extra = f" (budget {summary['kv_budget']:g} of the prompt)"
     return (f"KV cache: {summary['kv_policy']}{extra}: held at most {held / 2**20:.1f} MiB against "
             f"{full / 2**20:.1f} MiB for the full cache; {100 * summary['kv_share']:.1f}% kept on average")
 
@@ -91,12 +94,20 @@ def _windows(spec: str) -> list[int]:
         raise RHeadsError(f"bad --recent-windows {spec!r}: write a comma list of windows, e.g. 64,128,256") from None
 
 
+def _budgets(spec: str | None) -> list[float]:
+    try:
+        return [float(x) for x in (spec or "").split(",") if x.strip()]
+    except ValueError:
+        raise RHeadsError(f"bad --budgets {spec!r}: write a comma list of shares, e.g. 0.1,0.2,0.5") from None
+
+
 def cmd_kv_sweep(a) -> None:
     mc, probe, windows = model_config(a), probe_config(a), _windows(a.recent_windows)  # before torch loads
     from ..studies.kvsweep import KVSweepConfig, format_table, run_kv_sweep
 
     config = KVSweepConfig(model=mc, probe=probe, scores=a.scores, policies=parse_list(a.policies) or [],
-                           recent_windows=windows, matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
+                           recent_windows=windows, budgets=_budgets(a.budgets),
+                           matched_streaming=not a.no_matched, kv=kv_config(a, recent=256),
                            max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
                            shard=a.shard).validate()  # before the load
     _, model, tokenizer = load(a)
@@ -120,6 +131,9 @@ def add_parsers(sub) -> None:
                    "%(default)s)")
     p.add_argument("--recent-windows", default="64,128,256",
                    help="recent windows of the compressing arms, a comma list (default: %(default)s)")
+    p.add_argument("--budgets", default=None, help="budget arms: shares of the full cache's KV bytes, a comma list "
+                   "(e.g. 0.1,0.2,0.5), for every chosen policy that runs at a budget (snapkv, headkv, hybrid need "
+                   "them; retrieval, random, streaming take them too)")
     p.add_argument("--no-matched", action="store_true",
                    help="skip the streaming control at the retrieval cache's budget")
     add_kv_args(p, sweep=True)

@@ -68,7 +68,7 @@ def kv_factory(kv: KVConfig, model, scores=None, masked: bool = False) -> CacheF
 
 def kv_summary(records: list[dict], kv: KVConfig, model=None, factory: CacheFactory | None = None) -> dict:
     """summary.json keys: the policy and, for a compressing one, its window and selection (`kv_sink`,
-    `kv_recent`, `kv_prefill`, `kv_threshold`, `kv_top`, the policy's params as `kv_<name>`, and with the run's
+    `kv_recent`, `kv_prefill`, `kv_threshold`, `kv_top`, `kv_budget` when set, the policy's params as `kv_<name>`, and with the run's
     `factory` and model `full_kv_heads` / `kv_heads`); the most bytes the cache held over the samples
     (`kv_bytes`), what the full cache holds for the same prompts (`kv_bytes_full`), and the mean per-sample share
     kept (`kv_share`)."""
@@ -87,7 +87,7 @@ def kv_summary(records: list[dict], kv: KVConfig, model=None, factory: CacheFact
     if compresses:
         policy = factory.policy if factory is not None else kv.build_policy()
         out.update(kv_sink=kv.sink, kv_recent=kv.recent, kv_prefill=kv.prefill, kv_threshold=kv.threshold,
-                   kv_top=kv.top)
+                   kv_top=kv.top, **({"kv_budget": kv.budget} if kv.budget is not None else {}))
         out.update({f"kv_{k}": v for k, v in policy.params().items()})
         if model is not None and factory is not None:
             d = policy.describe(model, full_heads=factory.full_heads)

@@ -7,6 +7,9 @@ for the registered policies (`kvcache.policy_names()`, in that order) named in `
 - `{policy}-r{R}/` for each compressing policy and each window R in `config.recent_windows` (the other KV
   settings, sink included, from `config.kv`): retrieval, random (the same number of full KV heads, drawn from
   the non-retrieval ones), streaming (every head on sink + R), and any policy registered by user code;
+- `{policy}-b{B}/` for each budget B in `config.budgets` and each chosen policy that runs at a budget (snapkv,
+  headkv, hybrid, and retrieval, random, streaming, which take one too): the budget cache (`kvcache/select.py`)
+  keeping a share B of the prompt's KV bytes; a policy that needs a budget runs only in these arms;
 - `streaming-matched-r{R}/len{N}/` (when `config.matched_streaming`): the streaming control at the budget of
   `retrieval-r{R}`: for each grid length N its own window, the smallest that holds at least the bytes the
   retrieval cache holds at N tokens (`matched_recent`), so both arms keep the same share of KV bytes.
@@ -19,7 +22,8 @@ with the flat KV fields (`sink`, `recent`, `kv_threshold`, ...) resume as the sa
 Outputs in `out`: config.json, summary.json (`arms`: one row per arm with the policy, window, `kv_share` (mean
 per-sample share of the full cache's bytes), `kv_bytes` / `kv_bytes_full` (the most held over the samples),
 `mean_score` with a bootstrap 95% interval over samples, per-length scores and shares, response classes,
-`vs_full` and for every windowed arm but retrieval's `vs_retrieval` (paired differences on the same samples,
+`vs_full` and for every windowed or budget arm but retrieval's `vs_retrieval` (against retrieval at the same
+window or budget; paired differences on the same samples,
 bootstrap 95% interval); `missing` lists arms not finished), budget.png (NIAH mean against KV share kept, one
 curve per policy) and heatmaps.png (every finished arm's depth x length grid side by side; `viz/kv.py`).
 
@@ -85,6 +89,7 @@ class KVSweepConfig(Config):
     scores: str | None = None  # retrieval scores (scores.json): needed by retrieval, random and matched streaming
     policies: list[str] = field(default_factory=lambda: window_policies())  # default: every windowed policy
     recent_windows: list[int] = field(default_factory=lambda: [64, 128, 256])  # each compressing arm's kv.recent
+    budgets: list[float] = field(default_factory=list)  # each budget arm's kv.budget (policies that take one)
     matched_streaming: bool = True  # also streaming at the retrieval cache's budget, per length
     kv: KVConfig = field(default_factory=KVConfig)  # the arms' shared KV settings; policy and recent are per arm
     max_new_tokens: int = 32
@@ -96,7 +101,8 @@ class KVSweepConfig(Config):
         """Also reads configs written with the flat KV fields (`sink`, `recent`, `kv_threshold`, ...)."""
         return super().from_dict(legacy_sweep_config(d))
 
-    def niah(self, policy: str, recent: int | None, lengths: list[int] | None = None) -> NiahConfig:
+    def niah(self, policy: str, recent: int | None, lengths: list[int] | None = None,
+             budget: float | None = None) -> NiahConfig:
         """The NIAH config of one arm; a policy that keeps everything keeps KVConfig's defaults otherwise (it
         ignores them), so sweeps of one grid and model share its arm."""
         base = NiahConfig(model=self.model, probe=self.probe, scores=self.scores, max_new_tokens=self.max_new_tokens,
@@ -104,6 +110,8 @@ class KVSweepConfig(Config):
                           shard=self.shard)
         if not get_policy_class(policy).compresses:
             return dataclasses.replace(base, kv=KVConfig(policy=policy))
+        if budget is not None:
+            return dataclasses.replace(base, kv=dataclasses.replace(self.kv, policy=policy, budget=budget))
         return dataclasses.replace(base, kv=dataclasses.replace(self.kv, policy=policy, recent=recent))
 
     def validate(self) -> "KVSweepConfig":
@@ -120,8 +128,14 @@ class KVSweepConfig(Config):
         for r in self.recent_windows:
             check_window(self.kv.sink, r, "recent_windows")
         for p in self.policies:
-            for r in self.recent_windows:
+            uses = get_policy_class(p).uses_budget
+            if uses == "required" and not self.budgets:
+                raise ParamError("budgets", self.budgets, f"the {p} policy runs at a budget: give budgets, e.g. "
+                                 "0.1,0.2,0.5, or leave it out of {policies}")
+            for r in self.recent_windows if uses != "required" else []:
                 self.niah(p, r).kv.validate(self.scores)
+            for b in self.budgets if uses != "never" else []:
+                self.niah(p, None, budget=b).kv.validate(self.scores)
         if self.matched_streaming and self.scores is None:
             raise ParamError("scores", None, "the matched streaming arms need retrieval scores (the retrieval "
                              "cache's budget): a scores.json from `rheads detect` on this model, or no matched arms")
@@ -135,6 +149,7 @@ class Arm:
     policy: str
     recent: int | None  # None: a policy that keeps everything; for matched streaming the retrieval window it matches
     parts: list[tuple[str, NiahConfig]]  # (run dir, config): one, or one per length
+    budget: float | None = None  # a budget arm's kv.budget
 
 
 def matched_recent(model, full_heads: np.ndarray, tokens: int, sink: int, recent: int) -> int:
@@ -165,7 +180,7 @@ def plan_arms(config: KVSweepConfig, model, scores=None) -> list[Arm]:
         full = retrieval.build_policy(config.scores if scores is None else scores).full_kv_heads(model)
     for r in config.recent_windows:
         for p in chosen:
-            if p not in keeps_all:
+            if p not in keeps_all and get_policy_class(p).uses_budget != "required":
                 arms.append(Arm(f"{p}-r{r}", p, r, [(f"{p}-r{r}", config.niah(p, r))]))
         if full is not None:
             parts = []
@@ -173,6 +188,10 @@ def plan_arms(config: KVSweepConfig, model, scores=None) -> list[Arm]:
                 rm = matched_recent(model, full, n, config.kv.sink, r)
                 parts.append((f"streaming-matched-r{r}/len{n}", config.niah("streaming", rm, lengths=[n])))
             arms.append(Arm(f"streaming-matched-r{r}", "streaming-matched", r, parts))
+    for b in config.budgets:
+        for p in chosen:
+            if get_policy_class(p).uses_budget != "never":
+                arms.append(Arm(f"{p}-b{b:g}", p, None, [(f"{p}-b{b:g}", config.niah(p, None, budget=b))], budget=b))
     return arms
 
 
@@ -255,7 +274,7 @@ def arm_row(arm: Arm, config: KVSweepConfig, recs: list[dict]) -> dict[str, Any]
         return {str(k): round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
 
     return {
-        "arm": arm.name, "policy": arm.policy, "recent": arm.recent,
+        "arm": arm.name, "policy": arm.policy, "recent": arm.recent, "budget": arm.budget,
         "sink": None if arm.recent is None else config.kv.sink,
         "windows": {str(k): v for k, v in windows.items()} if arm.policy == "streaming-matched" else None,
         "n_samples": len(recs), "mean_score": round(float(np.mean(scores)), 2), "ci95": bootstrap_ci(scores),
@@ -284,12 +303,15 @@ def paired_diff(a: list[dict], b: list[dict]) -> dict[str, Any] | None:
 def add_diffs(rows: list[dict], records: dict[str, list[dict]]) -> None:
     """Each row gains `vs_full` (its score minus the reference's, paired: the first arm without a window, the full
     cache) and every windowed arm but retrieval's `vs_retrieval` (minus the retrieval arm's at the same window)."""
-    full = next((r["arm"] for r in rows if r["recent"] is None), None)
+    full = next((r["arm"] for r in rows if r["recent"] is None and r.get("budget") is None), None)
     for r in rows:
         if full is not None and r["arm"] != full:
             r["vs_full"] = paired_diff(records[r["arm"]], records[full])
-        ret = f"retrieval-r{r['recent']}"
-        if r["recent"] is not None and r["policy"] != "retrieval" and ret in records:
+        if r.get("budget") is not None:  # a budget arm: against retrieval at the same budget
+            ret = f"retrieval-b{r['budget']:g}"
+        else:
+            ret = f"retrieval-r{r['recent']}" if r["recent"] is not None else None
+        if ret is not None and r["policy"] != "retrieval" and ret in records:
             r["vs_retrieval"] = paired_diff(records[r["arm"]], records[ret])
 
 

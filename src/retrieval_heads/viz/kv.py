@@ -31,26 +31,37 @@ def policy_styles(rows: list[dict]) -> list[tuple[str, tuple[str, str, str]]]:
     return list(POLICY_STYLE.items()) + [(p, (*OTHER_STYLES[i % len(OTHER_STYLES)], p)) for i, p in enumerate(others)]
 
 
+def budget_styles(rows: list[dict]) -> list[tuple[str, tuple[str, str, str]]]:
+    """(policy, (style, colour, label)) for every policy run at budgets (`budget` set), solid lines."""
+    names = sorted({r["policy"] for r in rows if r.get("budget") is not None})
+    colors = dict((k, v[1]) for k, v in POLICY_STYLE.items())
+    return [(p, ("o-", colors.get(p, OTHER_STYLES[i % len(OTHER_STYLES)][1]), f"{p} at a budget"))
+            for i, p in enumerate(names)]
+
+
 def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
-    """rows: kv-sweep summary arms (policy, recent, kv_share, mean_score, ci95). The full cache is a dashed line
-    at share 1 (any arm without a window); each other policy is a curve over its windows, labelled by recent."""
+    """rows: kv-sweep summary arms (policy, recent, budget, kv_share, mean_score, ci95). The full cache is a dashed
+    line at share 1 (an arm with neither window nor budget); each other policy is a curve over its windows,
+    labelled by recent, and each policy run at budgets a solid curve over them, labelled by budget."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for r in rows:
-        if r.get("recent") is None:
+        if r.get("recent") is None and r.get("budget") is None:
             ax.axhline(r["mean_score"], color="black", ls="--", lw=1,
                        label=f"{r['policy']} cache ({r['mean_score']:.1f})")
             ax.plot([100.0], [r["mean_score"]], "k*", ms=9)
-    for policy, (style, color, label) in policy_styles(rows):
-        pts = sorted((100 * r["kv_share"], r["mean_score"], r["ci95"], r["recent"]) for r in rows
-                     if r["policy"] == policy and r["kv_share"] is not None)
+    curves = [(p, st, "recent", "r") for p, st in policy_styles(rows)] + \
+        [(p, st, "budget", "b") for p, st in budget_styles(rows)]
+    for policy, (style, color, label), key, tag in curves:
+        pts = sorted((100 * r["kv_share"], r["mean_score"], r["ci95"], r[key]) for r in rows
+                     if r["policy"] == policy and r["kv_share"] is not None and r.get(key) is not None)
         if not pts:
             continue
         x, y, ci, rec = zip(*pts)
         err = np.array([[m - c[0] if c else 0 for m, c in zip(y, ci)], [c[1] - m if c else 0 for m, c in zip(y, ci)]])
         ax.errorbar(x, y, yerr=err, fmt=style, color=color, capsize=3, label=label)
         for xi, yi, ri in zip(x, y, rec):
-            ax.annotate(f"r{ri}", (xi, yi), textcoords="offset points", xytext=LABEL_OFFSET.get(policy, (4, 4)),
+            ax.annotate(f"{tag}{ri:g}", (xi, yi), textcoords="offset points", xytext=LABEL_OFFSET.get(policy, (4, 4)),
                         fontsize=7, color=color)
     ax.set_xscale("log")
     ticks = [t for t in (1, 2, 5, 10, 15, 20, 30, 40, 50, 60, 80, 100) if t >= 0.8 * min(
@@ -62,7 +73,8 @@ def budget_plot(rows: list[dict], path: str | Path, title: str) -> Path:
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(title + "\nerror bars: bootstrap 95% intervals; r: recent window (matched: the retrieval arm's)",
+    ax.set_title(title + "\nerror bars: bootstrap 95% intervals; r: recent window (matched: the retrieval arm's); "
+                 "b: budget",
                  fontsize=8)
     return save_figure(fig, path)
 
