@@ -101,7 +101,31 @@ def _budgets(spec: str | None) -> list[float]:
         raise RHeadsError(f"bad --budgets {spec!r}: write a comma list of shares, e.g. 0.1,0.2,0.5") from None
 
 
+def _default_policies() -> str:
+    return ",".join(n for n in policy_names() if get_policy_class(n).uses_budget != "required")
+
+
+def cmd_kv_suite(a) -> None:
+    """`kv-sweep --suite`: every policy at every budget on the suite's tasks (studies/kvsuite.py)."""
+    from ..evals.suite.run import SuiteConfig
+    from ..probes.grid import parse_grid
+    from ..studies.kvsuite import KVSuiteConfig, format_table, run_kv_suite
+
+    suite = SuiteConfig(model=model_config(a), tasks=parse_list(a.suite), lengths=parse_grid(a.lengths, "lengths"),
+                        samples=a.samples, seed=a.seed, haystack=a.haystack, chat=a.chat, scores=a.scores)
+    policies = KVSuiteConfig().policies if a.policies == _default_policies() else parse_list(a.policies) or []
+    budgets = _budgets(a.budgets) if a.budgets else KVSuiteConfig().budgets
+    config = KVSuiteConfig(suite=suite, policies=policies, budgets=budgets,
+                           kv=kv_config(a, recent=256)).validate()  # before the load
+    _, model, tokenizer = load(a)
+    summary = run_kv_suite(model, tokenizer, config, a.out, overwrite=a.overwrite, batch_size=a.batch_size)
+    print(format_table(summary))
+    print(f"results in {a.out}/ (summary.json, budgets.png, one suite run dir per arm)")
+
+
 def cmd_kv_sweep(a) -> None:
+    if a.suite:
+        return cmd_kv_suite(a)
     mc, probe, windows = model_config(a), probe_config(a), _windows(a.recent_windows)  # before torch loads
     from ..studies.kvsweep import KVSweepConfig, format_table, run_kv_sweep
 
@@ -125,15 +149,18 @@ def add_parsers(sub) -> None:
     add_model_args(p)
     add_probe_args(p, needles="eval", lengths="2000,4000,8000", depths="0:100:5", per_cell=1)
     p.add_argument("--scores", default=None, help="retrieval scores of this model (scores.json from rheads detect)")
-    p.add_argument("--policies", default=",".join(n for n in policy_names()
-                                                  if get_policy_class(n).uses_budget != "required"),
+    p.add_argument("--policies", default=_default_policies(),
                    help="arms to run: registered KV policies (default: every one that runs without a budget, "
-                   "%(default)s)")
+                   "%(default)s; with --suite: full,streaming,snapkv,headkv,retrieval,hybrid)")
     p.add_argument("--recent-windows", default="64,128,256",
                    help="recent windows of the compressing arms, a comma list (default: %(default)s)")
     p.add_argument("--budgets", default=None, help="budget arms: shares of the full cache's KV bytes, a comma list "
                    "(e.g. 0.1,0.2,0.5), for every chosen policy that runs at a budget (snapkv, headkv, hybrid need "
                    "them; retrieval, random, streaming take them too)")
+    p.add_argument("--suite", default=None, help="run the long-context suite's tasks instead of NIAH (a comma list, "
+                   "`rheads suite list`): every policy at every --budgets (default 0.1,0.2,0.3,0.5), one `suite run` "
+                   "folder per arm, each task's RULER token budget (docs/suite.md)")
+    p.add_argument("--samples", type=int, default=10, help="with --suite: samples per task and length (default: 10)")
     p.add_argument("--no-matched", action="store_true",
                    help="skip the streaming control at the retrieval cache's budget")
     add_kv_args(p, sweep=True)

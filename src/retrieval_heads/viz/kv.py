@@ -1,5 +1,6 @@
-"""KV-cache figures: the budget sweep (NIAH mean against the share of KV bytes kept, one curve per policy) and the
-NIAH heatmaps of every arm side by side.
+"""KV-cache figures: the budget sweep (NIAH mean against the share of KV bytes kept, one curve per policy), the
+NIAH heatmaps of every arm side by side, and the suite sweep (score against budget per family and on the task
+mean, one curve per policy: `suite_budget_plot`).
 
 Left out on purpose: timing and memory plots (bench/bench_kv.py writes tables), and significance marks; the
 bootstrap intervals are drawn, the reader judges.
@@ -108,3 +109,44 @@ def arm_heatmaps(arms: list[tuple[str, list[dict]]], path: str | Path, title: st
     fig.savefig(path, dpi=120)
     pyplot().close(fig)
     return Path(path)
+
+
+def suite_budget_plot(summary: dict, path: str | Path) -> Path:
+    """`kv-sweep --suite` summary: one panel per family and one for the task mean (over lengths); x the budget, y the
+    score, one curve per policy with its bootstrap intervals (families); the full cache a dashed line."""
+    plt = pyplot()
+    fams = list(dict.fromkeys(r["family"] for r in summary["families"]))
+    panels = fams + ["task mean"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
+    policies = list(dict.fromkeys(r["policy"] for r in summary["rows"] if r["budget"] is not None))
+    colors = {p: POLICY_STYLE.get(p, OTHER_STYLES[i % len(OTHER_STYLES)])[1] for i, p in enumerate(policies)}
+    for ax, panel in zip(axes[0], panels):
+        if panel == "task mean":
+            rows: dict[str, list[float]] = {}
+            for r in summary["rows"]:
+                if r["task"] == "mean":
+                    rows.setdefault(r["arm"], []).append(r["score"])
+            pts = [(r["policy"], r["budget"], float(np.mean(rows[r["arm"]])), None) for r in
+                   {r["arm"]: r for r in summary["rows"] if r["task"] == "mean"}.values()]
+        else:
+            pts = [(r["policy"], r["budget"], r["score"], r["ci"]) for r in summary["families"] if r["family"] == panel]
+        for p, b, y, ci in pts:
+            if b is None:
+                ax.axhline(y, color="black", ls="--", lw=1, label=f"full ({y:.1f})")
+        for p in policies:
+            mine = sorted((b, y, ci) for q, b, y, ci in pts if q == p and b is not None)
+            if not mine:
+                continue
+            x, y, ci = zip(*mine)
+            err = np.array([[m - c[0] if c else 0 for m, c in zip(y, ci)], [c[1] - m if c else 0 for m, c in zip(y, ci)]])
+            ax.errorbar(x, y, yerr=err, fmt="o-", color=colors[p], capsize=3, label=p, ms=4)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("budget (share of the prompt's KV bytes)", fontsize=8)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score (0-100)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    cfg = summary["config"]["suite"]
+    fig.suptitle(f"{cfg['model']['model']}: suite score against KV budget ({cfg['samples']} samples per task and "
+                 "length; error bars: bootstrap 95% intervals)", fontsize=9)
+    return save_figure(fig, path)
