@@ -8,7 +8,9 @@ chunks of --prefill-chunk tokens), then decodes --new-tokens tokens greedily one
   kv_bytes_full   what the full cache holds for the same slots (the analytic formula)
   peak_mib        the process's peak memory above what it held after loading and one 16-token warm-up forward
                   (the weights are memory-mapped: the warm-up pages them in) (CPU: peak RSS, reset through
-                  /proc/self/clear_refs, glibc returning big blocks to the OS; CUDA: max_memory_allocated)
+                  /proc/self/clear_refs, glibc returning big blocks to the OS; CUDA: max_memory_allocated);
+                  `prefill_peak_mib` the same through the prefill only, `decode_peak_mib` through the decoding
+                  only (the peak reset after the prefill), both above the same base
   prefill_s       seconds of the prefill
   decode_ms       milliseconds per decoded token (mean over the steps after the first)
 Derived per row against the full cache at the same length: the share of KV bytes saved, decode time ratio, and
@@ -20,7 +22,16 @@ window: a chunk cannot attend to what the cache dropped), the unchunked rows --k
   python bench/bench_kv.py --model qwen2.5-coder-0.5b --scores docs/runs/qwen/scores.json \\
       --lengths 2000,4000,8000,16000 --policies-at 16000=full,retrieval,streaming
 
-Left out on purpose: batching and throughput (one prompt at a time), and NIAH accuracy (`rheads kv-sweep`).
+A policy written `name@B` runs at the KV budget B (`--kv-budget`: snapkv@0.2, hybrid@0.2, retrieval@0.3; the
+budget cache, `kvcache/select.py`). `--batch N` repeats the prompt N times (one forward over the batch);
+`--max-batch-mib M` instead searches, per policy and length, the largest batch whose prefill and decoding peaks
+both stay within M MiB above the base (doubling, then bisecting; each try its own process), and reports it as
+`max_batch`.
+
+  python bench/bench_kv.py --model smollm2-135m --lengths 8000 --new-tokens 8 \
+      --policies full,retrieval,snapkv@0.2,headkv@0.2,hybrid@0.2,snapkv@0.3,hybrid@0.3 --max-batch-mib 4096
+
+Left out on purpose: throughput, and NIAH accuracy (`rheads kv-sweep`).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from retrieval_heads.models.loading import load_model
 from retrieval_heads.probes.build import build_probe
 from retrieval_heads.probes.haystack import get_haystack
 from retrieval_heads.probes.needles import get_needles
-from retrieval_heads.kvcache import make_policy, policy_names
+from retrieval_heads.kvcache import KVConfig, policy_names
 from retrieval_heads.kvcache.cache import build_cache, cache_bytes, full_cache_bytes
 
 POLICIES = tuple(policy_names())  # the registered KV policies
@@ -58,13 +69,17 @@ def child(args) -> None:
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     probe = build_probe(tok, get_haystack("paul-graham"), get_needles("eval")[0], args.length, 50)
     ids = torch.tensor([probe.input_ids], device=model.device)  # [1, N]
-    policy = make_policy(args.policy, args.scores, threshold=args.kv_threshold, top=args.kv_top, seed=args.kv_seed)
+    name, _, budget = args.policy.partition("@")
+    kv = KVConfig(policy=name, sink=args.sink, recent=args.recent, threshold=args.kv_threshold, top=args.kv_top,
+                  seed=args.kv_seed, budget=float(budget) if budget else None,
+                  prefill="full" if budget else ("window" if args.chunk else args.kv_prefill))
+    policy = kv.validate(args.scores).build_policy(args.scores)
+    ids = ids.expand(args.batch, -1).contiguous()  # [B, N] the same prompt B times
     with torch.no_grad():  # touch every weight once (they are memory-mapped) so the peak below is the run's own
         from transformers import DynamicCache
 
         model(input_ids=ids[:, :16], cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
-    kv_prefill = "window" if args.chunk else args.kv_prefill  # a chunk cannot see what the cache dropped
-    cache = build_cache(policy, model, args.sink, args.recent, kv_prefill)
+    cache = build_cache(policy, model, args.sink, args.recent, kv.prefill)  # a chunk: window (it cannot see the drop)
     cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -81,11 +96,16 @@ def child(args) -> None:
     with torch.no_grad():
         t0 = time.perf_counter()
         chunk = args.chunk or ids.shape[1]
-        for i in range(0, ids.shape[1], chunk):  # [1, c] per forward; positions and masks come from the cache
+        for i in range(0, ids.shape[1], chunk):  # [B, c] per forward; positions and masks come from the cache
             out = model(input_ids=ids[:, i:i + chunk], cache=cache, use_cache=True, logits_to_keep=1)
         sync()
         prefill_s = time.perf_counter() - t0
-        nxt = out.logits[:, -1:].argmax(-1)  # [1, 1]
+        prefill_peak = (torch.cuda.max_memory_allocated() if cuda else _rss_kb("VmHWM:") * 1024) - base
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+        nxt = out.logits[:, -1:].argmax(-1)  # [B, 1]
         steps = []
         for _ in range(args.new_tokens):
             t0 = time.perf_counter()
@@ -93,19 +113,22 @@ def child(args) -> None:
             nxt = out.logits[:, -1:].argmax(-1)
             sync()
             steps.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() if cuda else _rss_kb("VmHWM:") * 1024) - base
+    decode_peak = (torch.cuda.max_memory_allocated() if cuda else _rss_kb("VmHWM:") * 1024) - base
+    peak = max(prefill_peak, decode_peak)
     T = ids.shape[1] + args.new_tokens
     held = int(getattr(cache, "peak_bytes", None) or cache_bytes(cache))
-    full = full_cache_bytes(model.config, T, dtype_bytes=next(model.parameters()).element_size())
-    print(json.dumps({"prompt_tokens": ids.shape[1], "kv_bytes": held, "kv_bytes_full": full,
-                      "peak_mib": round(peak / 2**20, 1), "prefill_s": round(prefill_s, 2),
+    full = full_cache_bytes(model.config, T, batch=args.batch, dtype_bytes=next(model.parameters()).element_size())
+    print(json.dumps({"prompt_tokens": ids.shape[1], "batch": args.batch, "kv_bytes": held, "kv_bytes_full": full,
+                      "peak_mib": round(peak / 2**20, 1), "prefill_peak_mib": round(prefill_peak / 2**20, 1),
+                      "decode_peak_mib": round(decode_peak / 2**20, 1), "prefill_s": round(prefill_s, 2),
                       "decode_ms": round(1000 * sum(steps[1:]) / max(1, len(steps) - 1), 2),
-                      "kv_prefill": None if args.policy == "full" else kv_prefill,
+                      "kv_prefill": None if args.policy == "full" else kv.prefill, "budget": kv.budget,
                       "full_kv_heads": policy.describe(model).get("full_kv_heads")}))
 
 
-def run_cell(args, policy: str, length: int, chunk: int) -> dict:
+def run_cell(args, policy: str, length: int, chunk: int, batch: int | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--policy", policy, "--length", str(length), "--chunk", str(chunk),
+           "--batch", str(batch or args.batch),
            "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--new-tokens", str(args.new_tokens),
            "--sink", str(args.sink), "--recent", str(args.recent), "--kv-threshold", str(args.kv_threshold),
            "--kv-top", str(args.kv_top), "--kv-seed", str(args.kv_seed), "--kv-prefill", args.kv_prefill]
@@ -120,6 +143,31 @@ def run_cell(args, policy: str, length: int, chunk: int) -> dict:
     else:
         row.update(json.loads(p.stdout.strip().splitlines()[-1]))
     return row
+
+
+def max_batch(args, policy: str, length: int) -> dict:
+    """The largest batch whose prefill and decoding peaks stay within --max-batch-mib (doubling, then bisecting)."""
+    limit = args.max_batch_mib
+
+    def fits(b: int) -> tuple[bool, dict]:
+        row = run_cell(args, policy, length, 0, batch=b)
+        return "error" not in row and row["peak_mib"] <= limit, row
+
+    ok, row = fits(1)
+    if not ok:
+        return {**row, "max_batch": 0, "max_batch_mib": limit}
+    lo, best, hi = 1, row, None
+    while hi is None:
+        ok, r = fits(2 * lo)
+        if ok:
+            lo, best = 2 * lo, r
+        else:
+            hi = 2 * lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, r = fits(mid)
+        lo, hi, best = (mid, hi, r) if ok else (lo, mid, best)
+    return {**best, "max_batch": lo, "max_batch_mib": limit}
 
 
 def derive(rows: list[dict]) -> None:
@@ -137,18 +185,19 @@ def derive(rows: list[dict]) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'tokens':>6} {'chunk':>5} {'policy':<10} {'KV MiB':>8} {'saved':>6} {'peak MiB':>9} {'drop/saved':>10} "
-            f"{'prefill s':>9} {'ms/token':>8} {'vs full':>7}")
+    head = (f"{'tokens':>6} {'chunk':>5} {'policy':<12} {'KV MiB':>8} {'saved':>6} {'peak MiB':>9} {'prefill':>8} "
+            f"{'decode':>7} {'drop/saved':>10} {'prefill s':>9} {'ms/token':>8} {'vs full':>7} {'max B':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['length']:>6} {r['prefill_chunk']:>5} {r['policy']:<10} error: {r['error']}")
+            lines.append(f"{r['length']:>6} {r['prefill_chunk']:>5} {r['policy']:<12} error: {r['error']}")
             continue
         g = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else "-"  # noqa: E731
-        lines.append(f"{r['prompt_tokens']:>6} {r['prefill_chunk'] or '-':>5} {r['policy']:<10} "
+        lines.append(f"{r['prompt_tokens']:>6} {r['prefill_chunk'] or '-':>5} {r['policy']:<12} "
                      f"{r['kv_bytes'] / 2**20:>8.1f} {g('kv_saved_share', '>6.1%')} {r['peak_mib']:>9.1f} "
+                     f"{g('prefill_peak_mib', '>8.1f')} {g('decode_peak_mib', '>7.1f')} "
                      f"{g('rss_drop_over_kv_saved', '>10.2f')} {r['prefill_s']:>9.1f} {r['decode_ms']:>8.1f} "
-                     f"{g('decode_ratio', '>7.2f')}")
+                     f"{g('decode_ratio', '>7.2f')} {g('max_batch', '>6d')}")
     return "\n".join(lines)
 
 
@@ -177,6 +226,9 @@ def main() -> None:
     ap.add_argument("--kv-prefill", default="full", choices=["full", "window"],
                     help="compressed heads in an unchunked prefill (chunked rows always use window)")
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1, help="the prompt repeated this many times (default: 1)")
+    ap.add_argument("--max-batch-mib", type=int, default=0,
+                    help="search the largest batch within this many MiB above the base, per policy and length")
     ap.add_argument("--out", default=None, help="default: bench/results/kv_<model>.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--policy", help=argparse.SUPPRESS)
@@ -190,7 +242,7 @@ def main() -> None:
     per_length = {int(k): v.split(",") for k, v in (x.split("=") for x in args.policies_at.split(";") if x)}
     chunk_lengths = _ints(args.chunk_lengths) if args.chunk_lengths else lengths[-1:]
     cells = [(p, n, 0) for n in lengths for p in per_length.get(n, args.policies.split(","))]
-    cells += [(p, n, args.prefill_chunk) for n in chunk_lengths for p in args.chunk_policies.split(",")]
+    cells += [(p, n, args.prefill_chunk) for n in chunk_lengths for p in args.chunk_policies.split(",") if p]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", args.model.removesuffix(".gguf"))  # a dot is not a suffix: qwen2.5-...
     out = Path(args.out or f"bench/results/kv_{name}.json")
     result = {"model": args.model, "scores": args.scores, "device": args.device, "dtype": args.dtype,
@@ -198,16 +250,18 @@ def main() -> None:
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "sink": args.sink, "recent": args.recent,
               "kv_threshold": args.kv_threshold, "kv_top": args.kv_top, "kv_seed": args.kv_seed,
               "kv_prefill": args.kv_prefill,
-              "new_tokens": args.new_tokens, "command": " ".join(sys.argv), "rows": []}
+              "new_tokens": args.new_tokens, "batch": args.batch, "max_batch_mib": args.max_batch_mib,
+              "command": " ".join(sys.argv), "rows": []}
     done = {}
     if out.exists():  # resume: keep the cells already measured with the same settings
         old = json.loads(out.read_text())
         if all(old.get(k) == result[k] for k in ("model", "scores", "sink", "recent", "new_tokens", "device", "dtype",
-                                                  "kv_prefill")):
+                                                  "kv_prefill", "batch", "max_batch_mib")):
             done = {(r["policy"], r["length"], r["prefill_chunk"]): r for r in old["rows"] if "error" not in r}
     out.parent.mkdir(parents=True, exist_ok=True)
     for policy, length, chunk in cells:
-        row = done.get((policy, length, chunk)) or run_cell(args, policy, length, chunk)
+        row = done.get((policy, length, chunk)) or (max_batch(args, policy, length) if args.max_batch_mib and not chunk
+                                                    else run_cell(args, policy, length, chunk))
         result["rows"].append(row)
         shown = {k: v for k, v in row.items() if k not in ("policy", "length")}
         print(f"{policy:<10} {length:>6} chunk {chunk or '-':>5}: " + json.dumps(shown), flush=True)

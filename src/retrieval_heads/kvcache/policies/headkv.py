@@ -3,6 +3,9 @@ head, summed over all KV heads of full-attention layers) are shared out per KV h
 observation window, and the rest goes in proportion to its retrieval score (the best score of its query group,
 from scores.json), capped at the prompt; inside each head, SnapKV's pick (`budget.weighted_snap`, `select.py`).
 
+kvpress has no HeadKV press (its head-wise allocation, `AdaKVPress`, shares budgets by attention, not by retrieval
+scores).
+
 Left out on purpose: HeadKV's retrieval-reasoning scores (ours are the retrieval scores) and its mixing
 hyperparameter (the floor is the observation window, the rest is proportional).
 """

@@ -4,6 +4,10 @@ those tokens attend to most (their attention summed over the window and the head
 with kernel `SNAP_KERNEL` = 7). The pick is made once, after the prefill; generated tokens are all kept
 (`select.py`, `budget.uniform_snap`).
 
+Against kvpress's `SnapKVPress`: kvpress takes `compression_ratio`, the share of the prompt removed (ours:
+`budget`, the share kept) and defaults to a window of 64 and a kernel of 5 (ours: 32 and 7, SnapKV's paper);
+both compress the prompt once, in prefill.
+
 Left out on purpose: re-picking during decoding and per-head budgets (that is `headkv`).
 """
 
