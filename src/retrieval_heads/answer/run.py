@@ -8,7 +8,8 @@ Out, in `out`:
   `verdict`, `mean_logprob` (of the chosen tokens under the method's distribution), `new_tokens`, `seconds`
   (generation only: not loading, not the monitor's scoring after it), `correct` (a gold string found in the
   answer, case- and punctuation-insensitive on word boundaries, `scoring.judge.contains_answer`; false when
-  abstained; null without gold), `generated` (the text before any refusal) and `reason` (eos, stop, length);
+  abstained; null without gold), `generated` (the text before any refusal), `reason` (eos, stop, length) and
+  `monitor_baselines` (the logit statistics of the monitor's teacher-forced pass over the same tokens);
 - `summary.json`: per method `n`, `accuracy` and `selective_accuracy` (over the items with gold; selective = among
   those not abstained; null when none), `abstention_rate`, `coverage`, `mean_seconds`,
   `mean_hallucination_score`, `mean_new_tokens`.
@@ -195,7 +196,8 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
                           "mean_logprob": None if got.mean_logprob is None else round(got.mean_logprob, 5),
                           "new_tokens": len(got.generated_ids), "seconds": round(got.seconds, 4),
                           "correct": _correct(got.answer, it["answers"], got.abstained),
-                          "generated": got.generated, "reason": got.reason})
+                          "generated": got.generated, "reason": got.reason,
+                          "monitor_baselines": rep.baselines})
     ids = {it["id"] for it in items}
     records = [r for r in read_jsonl(path) if r.get("type") == "answer" and r["id"] in ids
                and r["method"] in folder.methods]

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RHeadsError
-from .common import add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load
+from .common import (add_chat_args, add_model_args, add_out_args, add_shard_arg, finish_shard, load, model_config,
+                     parse_list)
 
 
 def cmd_list(a) -> None:
@@ -35,12 +36,7 @@ def cmd_answer(a) -> None:
     from ..cluster.shard import parse_shard
 
     parse_shard(a.shard)  # its form before the model loads; its count against the items before --out is touched
-    if not a.scores:
-        raise RHeadsError("rheads answer needs --scores: the scores.json `rheads detect` wrote for this model")
-    from ..atlas.store import is_atlas_spec
-
-    if not is_atlas_spec(a.scores) and not Path(a.scores).exists():
-        raise RHeadsError(f"no score file at {a.scores}: pass the scores.json `rheads detect` wrote for this model")
+    _check_scores(a, "rheads answer")
     if not a.input:
         raise RHeadsError("rheads answer needs --input FILE.jsonl (context, question, optional answers per line)")
     items = read_items(a.input)
@@ -61,8 +57,40 @@ def cmd_answer(a) -> None:
     print(f"\nresults in {a.out}/ (answers.jsonl, summary.json, config.json)")
 
 
+def _check_scores(a, command: str) -> None:
+    if not a.scores:
+        raise RHeadsError(f"{command} needs --scores: the scores.json `rheads detect` wrote for this model")
+    from ..atlas.store import is_atlas_spec
+
+    if not is_atlas_spec(a.scores) and not Path(a.scores).exists():
+        raise RHeadsError(f"no score file at {a.scores}: pass the scores.json `rheads detect` wrote for this model")
+
+
+def cmd_bench(a) -> None:
+    from ..answer.base import parse_params
+    from ..answer.registry import get_method_class, parse_methods
+    from ..probes.grid import parse_grid
+
+    _check_scores(a, "rheads answer bench")
+    methods = parse_methods(a.methods)
+    params = parse_params(a.param)
+    for name, ps in params.items():
+        if name in methods:
+            get_method_class(name)(**ps)
+    from ..answer.bench.run import AnswerBenchConfig, run_answer_bench
+
+    config = AnswerBenchConfig(model=model_config(a), scores=a.scores, threshold=a.threshold, methods=methods,
+                               params=params, max_new_tokens=a.max_new_tokens, families=parse_list(a.families) or [],
+                               lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
+                               halueval_items=a.halueval_items, seed=a.item_seed, template=a.template, chat=a.chat)
+    _, model, tok = load(a)
+    run_answer_bench(model, tok, config, a.out, overwrite=a.overwrite)
+    print((Path(a.out) / "tables.md").read_text())
+    print(f"results in {a.out}/ (bench.json, tables.md, risk_coverage.png, items.jsonl, answers.jsonl)")
+
+
 def add_parsers(sub) -> None:
-    """Add `answer` (run methods by default; subcommand list)."""
+    """Add `answer` (run methods by default; subcommands list, bench)."""
     p = sub.add_parser("answer", help="answer from contexts with retrieval-head-guided methods, CAD and DeCoRe",
                        description="Answer each item of --input with each method of --methods; the monitor scores "
                        "every answer. `rheads answer list` shows the methods.")
@@ -82,6 +110,29 @@ def add_parsers(sub) -> None:
     add_out_args(p, "runs/answer")
     add_shard_arg(p, "items (each answered by every method)")
     p.set_defaults(func=cmd_answer)
-    ms = p.add_subparsers(dest="answer_command", metavar="{list}")
+    ms = p.add_subparsers(dest="answer_command", metavar="{list,bench}")
+    b = ms.add_parser("bench", help="the methods on generated item families (NIAH, counterfactual, HaluEval QA): "
+                      "accuracy, hallucinations, abstention, the monitor on the model's own errors")
+    add_model_args(b)
+    b.add_argument("--scores", default=None, help="scores.json of this model (rheads detect or the paper's)")
+    b.add_argument("--threshold", type=float, default=0.1, help="retrieval heads score above it (default: 0.1)")
+    b.add_argument("--template", default="default", help="prompt template (default: default)")
+    add_chat_args(b)
+    b.add_argument("--methods", default="greedy,cad,decore,copy,gated,abstain",
+                   help="comma list of methods, or all (default: %(default)s)")
+    b.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
+                   help="a method parameter, e.g. cad.a=1.0 (repeatable)")
+    b.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
+    b.add_argument("--families", default="niah,counterfactual,halueval",
+                   help="item families (default: %(default)s; halueval needs setup.sh --suite-data)")
+    b.add_argument("--lengths", default="2000,4000,8000", help="NIAH and counterfactual prompt lengths "
+                   "(default: %(default)s)")
+    b.add_argument("--depths", default="0:100:5", help="depths in percent, rotating over the items "
+                   "(default: %(default)s)")
+    b.add_argument("--halueval-items", type=int, default=100, help="HaluEval QA rows drawn, reserved rows never "
+                   "(default: 100)")
+    b.add_argument("--item-seed", type=int, default=42, help="seed of the item draw (default: 42)")
+    add_out_args(b, "runs/answer-bench")
+    b.set_defaults(func=cmd_bench)
     lst = ms.add_parser("list", help="one line per answering method, saying which are baselines")
     lst.set_defaults(func=cmd_list)

@@ -73,6 +73,8 @@ PARAM_FLAGS: dict[str, str] = {
     "heldout": "--heldout",
     "shard": "--shard",
     "copy_items": "--copy-items",
+    "families": "--families",
+    "halueval_items": "--halueval-items",
 }
 
 

@@ -1,0 +1,55 @@
+"""The item families of `rheads answer bench`, each item `{"id", "family", "context", "question", "answers",
+"common"}` (`common`: the real-world answer a counterfactual context overrides, else None):
+
+- `niah`: an `eval` needle in the Paul Graham haystack at each length and depth (the monitor benchmark's plan,
+  `monitor/bench/items.py`, one depth per needle and length); gold: the needle's answer;
+- `counterfactual`: a changed fact (`monitor/data/counterfactual.jsonl`) in the haystack at each length; gold: the
+  stated answer; answering the real-world one (`common`) is a hallucination from memory;
+- `halueval`: HaluEval QA's knowledge paragraph as the context and its question (HotpotQA-derived), the reserved
+  rows of `halueval_qa_heldout_rows.txt` dropped unread (`evals/suite/qadata.py`); `halueval_items` rows drawn
+  with `seed`; gold: the row's right answer.
+
+Left out on purpose: the suite's `qa_2` (its distractor paragraphs make prompts of a target length: run it with
+`rheads suite run`) and any tuning split (no method parameter is fitted here).
+"""
+
+from __future__ import annotations
+
+import random
+
+from ...errors import ParamError
+from ...monitor.bench.items import materialize, plan
+from ...probes.haystack import get_haystack
+
+FAMILIES = ("niah", "counterfactual", "halueval")
+
+
+def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: list[float], halueval_items: int,
+                seed: int, haystack: str = "paul-graham", template: str = "default", chat: bool | None = None,
+                qa_data: str | None = None, heldout: str | None = None, max_context: int | None = None) -> list[dict]:
+    """The items of the chosen families, in family order (see the module docstring)."""
+    bad = [f for f in families if f not in FAMILIES]
+    if bad or not families:
+        raise ParamError("families", bad[0] if bad else families, f"use some of {', '.join(FAMILIES)}")
+    out: list[dict] = []
+    hay = get_haystack(haystack) if {"niah", "counterfactual"} & set(families) else None
+    for fam, kw in (("niah", dict(niah_per_cell=1, cf_per_cell=0)), ("counterfactual", dict(niah_per_cell=0,
+                                                                                             cf_per_cell=1))):
+        if fam not in families:
+            continue
+        for it in sorted(plan(lengths, depths, seed=seed, **kw), key=lambda i: i.id):
+            ctx = materialize(it, tokenizer, hay, template, chat, max_context=max_context)
+            out.append({"id": f"{fam}-{it.id}", "family": fam, "context": ctx, "question": it.question,
+                        "answers": [it.gold], "common": it.common})
+    if "halueval" in families:
+        from ...evals.suite.qadata import load_rows
+
+        if halueval_items < 1:
+            raise ParamError("halueval_items", halueval_items, "use at least 1 HaluEval item")
+        rows = load_rows(qa_data, heldout)
+        for r in sorted(random.Random(seed).sample(rows, min(halueval_items, len(rows))), key=lambda r: r.line):
+            out.append({"id": f"halueval-{r.line}", "family": "halueval", "context": r.knowledge,
+                        "question": r.question, "answers": [r.answer], "common": None})
+    for i, it in enumerate(out):
+        it["line"] = i + 1  # what run_answer's errors name
+    return out

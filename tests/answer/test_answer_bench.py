@@ -1,0 +1,109 @@
+"""`rheads answer bench` on the tiny model: the three item families (the reserved HaluEval rows never used), every
+method's answers, and the figures recomputed by hand from the records: accuracy, hallucination rate (a
+counterfactual's real-world answer), abstention precision and recall, paired differences, the monitor's AUROC and
+risk-coverage on greedy's answers; resume; and the evaluation on hand-made records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retrieval_heads.answer.bench.evaluate import evaluate, hallucinated, risk_coverage
+from retrieval_heads.answer.bench.items import bench_items
+from retrieval_heads.answer.bench.run import AnswerBenchConfig, run_answer_bench
+from retrieval_heads.config import ModelConfig
+from retrieval_heads.errors import ParamError
+from retrieval_heads.io.jsonl import read_jsonl
+from answer_helpers import HAYSTACK
+
+
+@pytest.fixture
+def qa(tmp_path):
+    rows = [{"knowledge": f"The river {w} flows past the old mill town.", "question": f"What flows past the town {i}?",
+             "right_answer": f"the river {w}"} for i, w in enumerate(["Alder", "Birch", "Cedar", "Dunmore"])]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    held = tmp_path / "held.txt"
+    held.write_text("1\n")
+    hay = tmp_path / "hay.txt"
+    hay.write_text(HAYSTACK)
+    return str(path), str(held), str(hay)
+
+
+def test_items_of_every_family_and_never_a_reserved_row(tok, qa):
+    path, held, hay = qa
+    items = bench_items(tok, families=["niah", "counterfactual", "halueval"], lengths=[160], depths=[0, 50],
+                        halueval_items=10, seed=0, haystack=hay, qa_data=path, heldout=held)
+    fams = [it["family"] for it in items]
+    assert set(fams) == {"niah", "counterfactual", "halueval"} and fams == sorted(fams, key=["niah", "counterfactual",
+                                                                                            "halueval"].index)
+    halu = [it for it in items if it["family"] == "halueval"]
+    assert [it["id"] for it in halu] == ["halueval-0", "halueval-2", "halueval-3"]  # row 1 is reserved
+    assert all("Birch" not in it["context"] for it in halu)
+    assert all(it["common"] for it in items if it["family"] == "counterfactual")
+    assert len({it["id"] for it in items}) == len(items)
+    with pytest.raises(ParamError):
+        bench_items(tok, families=["niah", "x"], lengths=[160], depths=[0], halueval_items=1, seed=0, haystack=hay)
+
+
+def test_the_bench_on_a_tiny_model(model, tok, model_dir, qa, tmp_path):
+    path, held, hay = qa
+    cfg = AnswerBenchConfig(model=ModelConfig(model="tiny"), scores=str(model_dir / "scores.json"),
+                            methods=["greedy", "cad", "abstain"], max_new_tokens=4, lengths=[160], depths=[0, 50],
+                            halueval_items=3, haystack=hay, qa_data=path, heldout=held,
+                            params={"abstain": {"refuse_on": "unsupported,partly unsupported"}})
+    out = tmp_path / "bench"
+    res = run_answer_bench(model, tok, cfg, out, progress=False)
+    items = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    recs = [r for r in read_jsonl(out / "answers.jsonl") if r.get("type") == "answer"]
+    assert len(recs) == 3 * len(items) and res["n_items"] == len(items)
+    by_id = {it["id"]: it for it in items}
+    for fam in ("niah", "counterfactual", "halueval", "all"):
+        mine = [r for r in recs if fam == "all" or by_id[r["id"]]["family"] == fam]
+        for m in ("greedy", "cad", "abstain"):
+            rs = [r for r in mine if r["method"] == m]
+            fig = res["families"][fam][m]
+            assert fig["n"] == len(rs) and fig["accuracy"] == pytest.approx(np.mean([bool(r["correct"]) for r in rs]),
+                                                                            abs=1e-4)
+            assert fig["hallucination_rate"] == pytest.approx(np.mean([hallucinated(r, by_id[r["id"]]) for r in rs]),
+                                                              abs=1e-4)
+        g = {r["id"]: r for r in mine if r["method"] == "greedy"}
+        cad = [r for r in mine if r["method"] == "cad"]
+        want = np.mean([bool(r["correct"]) for r in cad]) - np.mean([bool(g[r["id"]]["correct"]) for r in cad])
+        assert res["families"][fam]["cad"]["vs_greedy"]["diff"] == pytest.approx(want, abs=1e-4)
+        assert res["natural_errors"][fam]["n"] == len(g)
+    assert all(r.get("monitor_baselines", {}).get("mean_logprob") is not None for r in recs if r["new_tokens"])
+    assert (out / "tables.md").read_text().count("### ") == 5 and (out / "risk_coverage.png").exists()
+    again = run_answer_bench(model, tok, cfg, out, progress=False)  # resumes: nothing answered again
+    assert len([r for r in read_jsonl(out / "answers.jsonl") if r.get("type") == "answer"]) == len(recs)
+    assert again["families"] == res["families"]
+
+
+def _rec(i, method, correct, score, abstained=False, answer="x", seconds=1.0):
+    return {"id": f"i{i}", "method": method, "correct": correct, "hallucination_score": score, "abstained": abstained,
+            "answer": answer, "generated": answer, "new_tokens": 3, "seconds": seconds,
+            "monitor_baselines": {"mean_logprob": -score, "mean_entropy": score}}
+
+
+def test_evaluation_on_hand_made_records():
+    N = 12  # (the AUROC needs 5 of each class)
+    items = [{"id": f"i{i}", "family": "niah", "answers": ["yes"], "common": None} for i in range(N)]
+    good = [bool(i % 2) for i in range(N)]  # the odd ones right
+    recs = [_rec(i, "greedy", good[i], 0.1 if good[i] else 0.9, answer="yes" if good[i] else "no") for i in range(N)]
+    recs += [_rec(i, "abstain", good[i], 0.1 if good[i] else 0.9, abstained=not good[i],
+                  answer="yes" if good[i] else "I cannot answer.", seconds=2.0) for i in range(N)]
+    for r in recs:
+        if r["method"] == "abstain" and r["abstained"]:
+            r["generated"] = "no"
+    ev = evaluate(recs, items, ["greedy", "abstain"])
+    a = ev["families"]["niah"]["abstain"]
+    assert a["abstention_precision"] == 1.0 and a["abstention_recall"] == 1.0 and a["hallucination_rate"] == 0.0
+    assert a["time_ratio"] == 2.0 and ev["families"]["niah"]["greedy"]["hallucination_rate"] == 0.5
+    assert ev["natural_errors"]["niah"]["signals"]["monitor"]["auroc"] == 1.0  # the score separates them
+    rc = risk_coverage([r for r in recs if r["method"] == "greedy"])
+    assert rc[4]["selective_accuracy"] == 1.0 and rc[-1]["selective_accuracy"] == 0.5  # the lowest half is right
+    cf = {"id": "c", "family": "counterfactual", "answers": ["Osaka"], "common": "Tokyo"}
+    assert hallucinated({"abstained": False, "answer": "Tokyo.", "correct": False}, cf)
+    assert not hallucinated({"abstained": False, "answer": "I don't know.", "correct": False}, cf)
