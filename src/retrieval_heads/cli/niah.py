@@ -57,9 +57,26 @@ def cmd_niah(a) -> None:
     print(f"\nresults in {a.out}/ (samples.jsonl, summary.json, heatmap.png, classes.png)")
 
 
+def cmd_ablate_suite(a, sweep: dict) -> None:
+    """`ablate --suite`: the sweep's masks on the suite's tasks, per family (studies/suiteablate.py)."""
+    from ..evals.suite.run import SuiteConfig
+    from ..probes.grid import parse_grid
+    from ..studies.suiteablate import SuiteAblateConfig, format_table, run_suite_ablate
+
+    suite = SuiteConfig(model=model_config(a), tasks=parse_list(a.suite), lengths=parse_grid(a.lengths, "lengths"),
+                        samples=a.samples, seed=a.seed, haystack=a.haystack, chat=a.chat)
+    config = SuiteAblateConfig(suite=suite, **sweep)
+    _, model, tokenizer = load(a)
+    summary = run_suite_ablate(model, tokenizer, config, a.out, overwrite=a.overwrite, batch_size=a.batch_size)
+    print(format_table(summary))
+    print(f"results in {a.out}/ (summary.json, families.png, one suite run dir per mask)")
+
+
 def cmd_ablate(a) -> None:
     mc, probe = model_config(a), probe_config(a)  # one-line errors before torch loads
     sweep = sweep_kwargs(a, "rheads ablate", _DEFAULT_KS, mask_seed=a.mask_seed)
+    if a.suite:
+        return cmd_ablate_suite(a, sweep)
     from ..studies.ablate import AblateConfig
 
     config = AblateConfig(model=mc, probe=probe, max_new_tokens=a.max_new_tokens, stop=parse_list(a.stop),
@@ -92,6 +109,9 @@ def add_parsers(sub) -> None:
                        "heads masked (--random-seeds draws, seeds from --mask-seed). K=0 is the unmasked baseline.")
     _add_common(p)
     p.add_argument("--k", default=_DEFAULT_KS, help="numbers of heads to mask (default: %(default)s)")
+    p.add_argument("--suite", default=None, help="mask on the long-context suite's tasks instead of NIAH (a comma "
+                   "list, `rheads suite list`): the score per task family (docs/suite.md)")
+    p.add_argument("--samples", type=int, default=10, help="with --suite: samples per task and length (default: 10)")
     p.add_argument("--random-seeds", type=int, default=3, help="random draws per K (default: %(default)s)")
     p.add_argument("--controls", default="random,random-layer",
                    help="control masks per K: random (anywhere) and/or random-layer (the top-K's layers)")
