@@ -59,3 +59,22 @@ def tiny_llama(tok, context: int = 2048):
     cfg = LlamaConfig(**{**COMMON, "vocab_size": len(tok), "max_position_embeddings": context},
                       num_key_value_heads=2, bos_token_id=0, eos_token_id=1)
     return use_rheads(AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).eval())
+
+
+def scored_suite(tmp: Path, tasks: list[str], seed: int = 0):
+    """(tokenizer, tiny Llama with a 1024-token context, a 3-sample SuiteConfig of `tasks` at 400 tokens, the path
+    of a random scores.json of the model's shape): what the sweeps over the suite start from."""
+    import numpy as np
+
+    from retrieval_heads.config import ModelConfig
+    from retrieval_heads.evals.suite.run import SuiteConfig
+    from retrieval_heads.heads.scores import HeadScores
+
+    tok = tokenizer(chat=True)
+    model = tiny_llama(tok, context=1024)
+    scores = HeadScores.empty(3, 4)
+    scores.add_sample(np.random.default_rng(seed).random((3, 4)))
+    scores.save(tmp / "scores.json")
+    suite = SuiteConfig(model=ModelConfig(model="tiny-llama"), tasks=tasks, lengths=[400], samples=3,
+                        max_new_tokens=3, haystack=essay_file(tmp))
+    return tok, model, suite, str(tmp / "scores.json")

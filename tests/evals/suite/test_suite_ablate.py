@@ -7,27 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval_heads.config import ModelConfig
 from retrieval_heads.errors import ParamError, RHeadsError
 from retrieval_heads.evals.suite.registry import get_task
-from retrieval_heads.evals.suite.run import SuiteConfig
-from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.io.jsonl import read_jsonl
 from retrieval_heads.studies.suiteablate import SuiteAblateConfig, format_table, run_suite_ablate
-from suite_helpers import essay_file, tiny_llama, tokenizer
+from suite_helpers import scored_suite
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("suite-ablate")
-    tok = tokenizer(chat=True)
-    model = tiny_llama(tok, context=1024)
-    scores = HeadScores.empty(3, 4)
-    scores.add_sample(np.random.default_rng(1).random((3, 4)))
-    scores.save(tmp / "scores.json")
-    suite = SuiteConfig(model=ModelConfig(model="tiny-llama"), tasks=["niah_single_1", "fwe"], lengths=[400],
-                        samples=3, max_new_tokens=3, haystack=essay_file(tmp))
-    return tok, model, suite, str(tmp / "scores.json")
+    return scored_suite(tmp_path_factory.mktemp("suite-ablate"), ["niah_single_1", "fwe"], seed=1)
 
 
 def test_masks_per_family(setup, tmp_path):

@@ -4,30 +4,20 @@ and the one-line refusals before anything is written."""
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+
 import pytest
 
-from retrieval_heads.config import ModelConfig
 from retrieval_heads.errors import ParamError
-from retrieval_heads.evals.suite.run import SuiteConfig
-from retrieval_heads.heads.scores import HeadScores
 from retrieval_heads.io.jsonl import read_jsonl
 from retrieval_heads.studies.kvsuite import KVSuiteConfig, format_table, paired_mean_diff, run_kv_suite
-from suite_helpers import essay_file, tiny_llama, tokenizer
+from suite_helpers import scored_suite
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("kvsuite")
-    tok = tokenizer(chat=True)
-    model = tiny_llama(tok, context=1024)
-    scores = HeadScores.empty(3, 4)
-    scores.add_sample(np.random.default_rng(0).random((3, 4)))
-    scores.save(tmp / "scores.json")
-    suite = SuiteConfig(model=ModelConfig(model="tiny-llama"), tasks=["niah_single_1", "niah_single_2"],
-                        lengths=[400], samples=3, max_new_tokens=3, haystack=essay_file(tmp),
-                        scores=str(tmp / "scores.json"))
-    return tok, model, suite
+    tok, model, suite, scores = scored_suite(tmp_path_factory.mktemp("kvsuite"), ["niah_single_1", "niah_single_2"])
+    return tok, model, dataclasses.replace(suite, scores=scores)
 
 
 def _preds(path):
