@@ -116,7 +116,7 @@ def cmd_kv_suite(a) -> None:
     policies = KVSuiteConfig().policies if a.policies == _default_policies() else parse_list(a.policies) or []
     budgets = _budgets(a.budgets) if a.budgets else KVSuiteConfig().budgets
     config = KVSuiteConfig(suite=suite, policies=policies, budgets=budgets,
-                           kv=kv_config(a, recent=256)).validate()  # before the load
+                           kv=kv_config(a, recent=256), shared_prefill=a.shared_prefill).validate()  # before the load
     _, model, tokenizer = load(a)
     summary = run_kv_suite(model, tokenizer, config, a.out, overwrite=a.overwrite, batch_size=a.batch_size)
     print(format_table(summary))
@@ -161,6 +161,9 @@ def add_parsers(sub) -> None:
                    "`rheads suite list`): every policy at every --budgets (default 0.1,0.2,0.3,0.5), one `suite run` "
                    "folder per arm, each task's RULER token budget (docs/suite.md)")
     p.add_argument("--samples", type=int, default=10, help="with --suite: samples per task and length (default: 10)")
+    p.add_argument("--shared-prefill", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --suite: prefill each batch once and derive every arm's cache from it (the same "
+                   "answers as one prefill per arm, which --no-shared-prefill runs; default: shared)")
     p.add_argument("--no-matched", action="store_true",
                    help="skip the streaming control at the retrieval cache's budget")
     add_kv_args(p, sweep=True)

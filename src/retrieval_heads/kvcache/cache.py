@@ -62,10 +62,12 @@ class OneCallCache(Cache):
 
     @_is_user_defined.setter
     def _is_user_defined(self, value: bool) -> None:  # set by generate at its start: refuse a used cache there
-        if value and self.get_seq_length() > 0:
+        if value and self.get_seq_length() > 0 and not getattr(self, "_continues", False):
             raise RHeadsError(f"this {type(self).__name__} already holds {self.get_seq_length()} tokens of an earlier "
                               "generate call: build a fresh cache per call, or call cache.reset() first")
         self._in_generate = bool(value)
+        if value:
+            self._continues = False  # a cache loaded from a shared prefill (`shared.py`) continues one call only
 
     def reset(self) -> None:
         """Empty every layer (and the peak), so the cache can serve another generate call."""

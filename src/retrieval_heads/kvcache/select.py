@@ -42,12 +42,15 @@ SNAP_KERNEL = 7  # SnapKV's pooling kernel over positions
 def snap_scores(query: torch.Tensor, keys: torch.Tensor, real: torch.Tensor, window: int, kernel: int,
                 scaling: float) -> torch.Tensor:
     """[B, KV, n - w] pooled observation-window attention of every prefix position (-inf for padding), from the
-    prompt's queries [B, H, n, D], keys [B, KV, n, D] and real [B, n] (module docstring); w = min(window, n)."""
-    B, H, n, D = query.shape
-    KV = keys.shape[1]
+    prompt's last m >= w queries [B, H, m, D] (all n, or the window a shared prefill kept), keys [B, KV, n, D] and
+    real [B, n] (module docstring); w = min(window, n)."""
+    B, H, m, D = query.shape
+    KV, n = keys.shape[1], keys.shape[2]
     G = H // KV
     w = min(window, n)
-    qo = query[:, :, n - w:].reshape(B, KV, G * w, D).float()  # [B, H, w, D] -> [B, KV, G*w, D]
+    if m < w:
+        raise RHeadsError(f"SnapKV's pick needs the last {w} prompt queries but got {m}: keep the whole window")
+    qo = query[:, :, m - w:].reshape(B, KV, G * w, D).float()  # [B, H, w, D] -> [B, KV, G*w, D]
     logits = qo @ keys.float().transpose(-1, -2) * scaling  # [B, KV, G*w, n]
     rows = torch.arange(n - w, n, device=query.device)  # absolute slots of the window's queries
     cols = torch.arange(n, device=query.device)
@@ -108,6 +111,9 @@ class SelectLayer(CacheLayerMixin):
         if self.k is not None and q != 1:
             raise RHeadsError("the budget KV cache decodes one token per call after its prefill (no prefill chunks, "
                               "no assisted decoding): feed the whole prompt at once, or use the full cache")
+        if self.seen and getattr(self.cache, "captured", None) is not None:
+            raise RHeadsError("a shared-prefill capture serves the prompt's one forward: derive each policy's cache "
+                              "from it (kvcache.shared.derive_cache) and decode with that")
         view = SelectKV(self, key_states, value_states, self.seen)
         self.seen += q
         self.pending = view
@@ -154,6 +160,10 @@ class SelectLayer(CacheLayerMixin):
                  scaling: float) -> None:
         """Keep each head's positions of the prompt keys/values [B, KV, n, D] (the allotment's row)."""
         B, KV, n, _ = keys.shape
+        captured = getattr(self.cache, "captured", None)
+        if captured is not None:  # a shared prefill (`shared.py`): keep what every policy's pick needs, pick nothing
+            captured[self.layer_idx] = (query[:, :, -self.cache.window:], keys, values, real, scaling)
+            return
         al: Allotment = self.cache.allotment(n)
         modes, counts = al.modes[self.layer_idx], al.counts[self.layer_idx]
         cache = self.cache
@@ -187,6 +197,17 @@ class SelectLayer(CacheLayerMixin):
             self.v.append(values[:, h].gather(1, idx[:, :, None].expand(B, idx.shape[1], values.shape[-1])))
             self.valid.append(ok)
             self.kept.append(torch.where(ok, idx, -1))
+
+
+    def load(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, real: torch.Tensor,
+             scaling: float) -> None:
+        """Fill this layer as its own prefill would have from a shared prefill's capture: the prompt's last
+        queries [B, H, >= window, D], keys/values [B, KV, n, D], real [B, n]."""
+        if self.seen:
+            raise RHeadsError("this budget KV cache layer already holds a prompt: load a fresh cache")
+        self.lazy_initialization(keys, values)
+        self.compress(query, keys, values, real, scaling)
+        self.seen = keys.shape[2]
 
 
 class SelectKV:

@@ -15,8 +15,10 @@ same suite samples, one `suite run` folder per arm, and a summary of score again
   finished; `budgets.png`: score against budget, one curve per policy, one panel per family and the task mean
   (`viz/kv.py`).
 
-Left out on purpose: window arms (`kv-sweep` without `--suite` runs those on NIAH) and one shared prefill for all
-arms (each arm prefills its own samples).
+Prefill: by default each batch is prefilled once and every arm's cache is derived from it (`kvshared.py`; the
+same answers as one prefill per arm, which `shared_prefill=False` runs, one `suite run` after another).
+
+Left out on purpose: window arms (`kv-sweep` without `--suite` runs those on NIAH).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class KVSuiteConfig(Config):
                                                          "hybrid"])
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.5])
     kv: KVConfig = field(default_factory=KVConfig)  # the arms' shared KV settings (sink, threshold, top, seed)
+    shared_prefill: bool = True  # prefill each batch once for every arm (`kvshared.py`); False: one per arm
 
     def arms(self) -> list[tuple[str, str, float | None]]:
         """(folder, policy, budget) of every arm, the reference first."""
@@ -94,10 +97,28 @@ def run_kv_suite(model, tokenizer, config: KVSuiteConfig, out: str | Path, progr
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "arms": [a for a, _, _ in config.arms()]}
     claim_run_dir(out, meta, keys=("config",), defaults={"config": config.defaults()}, overwrite=overwrite)
-    for name, p, b in config.arms():
-        if progress:
-            print(f"kv-sweep --suite: {name}")
-        run_suite(model, tokenizer, config.arm_suite(p, b), out / name, progress=progress, batch_size=batch_size)
+    if not config.shared_prefill:
+        for name, p, b in config.arms():
+            if progress:
+                print(f"kv-sweep --suite: {name}")
+            run_suite(model, tokenizer, config.arm_suite(p, b), out / name, progress=progress, batch_size=batch_size)
+        return summarize_kv_suite(config, out)
+    from ..evals.suite.run import finish_suite, open_suite
+    from .kvshared import decode_shared
+
+    runs = []
+    try:
+        for name, p, b in config.arms():
+            runs.append(open_suite(model, tokenizer, config.arm_suite(p, b), out / name, progress=False,
+                                   batch_size=batch_size))
+        decode_shared(model, tokenizer, runs, batch_size=batch_size, progress=progress)
+    finally:
+        for run in runs:
+            if run.writer:
+                run.writer.close()
+                run.writer = None
+    for run in runs:
+        finish_suite(model, run)
     return summarize_kv_suite(config, out)
 
 

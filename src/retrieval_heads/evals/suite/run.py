@@ -23,7 +23,10 @@ one task and length (left-padded), under `AttentionController(ablate=mask)` and 
 `shard` ("i/n") runs the i-th of n parts of the samples, balanced by prompt length (`cluster/shard.py`); the
 config's `data_sha` stays the whole run's, and `rheads merge` combines the parts.
 
-Left out on purpose: sampling (greedy only), RULER's `qa_1`, and sharing one prefill among KV policies.
+`open_suite` / `finish_suite` are the two halves around the decoding, for runs that decode several suite runs
+at once (`studies/kvshared.py`: one prefill shared by every KV policy's run).
+
+Left out on purpose: sampling (greedy only) and RULER's `qa_1`.
 """
 
 from __future__ import annotations
@@ -184,19 +187,31 @@ def data_sha(samples: list) -> str:
     return h.hexdigest()[:16]
 
 
-def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = None, progress: bool = True,
-              overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
-    """Run the suite of `config` on a loaded model; returns the summary (see the module docstring)."""
+@dataclass
+class SuiteRun:
+    """An opened suite run (`open_suite`): its samples (this shard's), the records already there (`done`, by id),
+    the writer of `predictions.jsonl` (None without `out`), the mask's controller and the KV cache factory."""
+
+    config: SuiteConfig
+    samples: list
+    done: dict
+    writer: Any
+    ctl: Any
+    cache: Any
+    heads: Any
+    out: Path | None
+
+
+def open_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = None, progress: bool = True,
+               overwrite: bool = False, batch_size: int = 1) -> SuiteRun:
+    """Every check, then claim `out` (resume, lock, busy refusal); nothing is written before the checks pass."""
     from ...atlas.match import check_model as check_atlas_model
     from ...capture.attention import check_model
     from ...capture.controller import AttentionController
     from ...heads.masks import format_heads, resolve_mask, to_ablate
-    from ...io.jsonl import atomic_write_json
     from ...io.rundir import open_run
     from ...kvcache.factory import kv_factory
-    from ...models.info import model_dims, model_key, model_meta, model_name
-    from ...viz.suite import suite_heatmap
-    from .summary import suite_summary
+    from ...models.info import model_dims, model_key, model_meta
 
     records = check_config(config)
     check_model(model)
@@ -221,54 +236,87 @@ def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = No
                                 jsonl="predictions.jsonl", kind="prediction", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
     samples = _shard(samples, config.shard, out)
-    try:
-        results = _decode_all(model, tokenizer, samples, done, config, ctl, cache, writer, batch_size, progress)
-    finally:
-        if writer:
-            writer.close()
-    summary = suite_summary(results, config, heads, model, cache)
-    if out is not None:
-        atomic_write_json(out / "summary.json", summary)
+    return SuiteRun(config, samples, done, writer, ctl, cache, heads, out)
+
+
+def finish_suite(model, run: SuiteRun) -> dict[str, Any]:
+    """Close the writer; write `summary.json` and `heatmap.png` of every sample (all must be done)."""
+    from ...io.jsonl import atomic_write_json
+    from ...models.info import model_name
+    from ...viz.suite import suite_heatmap
+    from .summary import suite_summary
+
+    if run.writer:
+        run.writer.close()
+        run.writer = None
+    results = [run.done[s.id] for s in run.samples]
+    config = run.config
+    summary = suite_summary(results, config, run.heads, model, run.cache)
+    if run.out is not None:
+        atomic_write_json(run.out / "summary.json", summary)
         title = f"{model_name(model)}: suite, mask {config.mask}, KV {config.kv.policy}"
-        suite_heatmap(summary, out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
+        suite_heatmap(summary, run.out / "heatmap.png", f"{title}\nmean score {summary['mean_score']:.1f}")
     return summary
 
 
-def _decode_all(model, tokenizer, samples, done, config, ctl, cache, writer, batch_size, progress) -> list[dict]:
+def run_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = None, progress: bool = True,
+              overwrite: bool = False, batch_size: int = 1) -> dict[str, Any]:
+    """Run the suite of `config` on a loaded model; returns the summary (see the module docstring)."""
+    run = open_suite(model, tokenizer, config, out, progress, overwrite, batch_size)
+    try:
+        _decode_all(model, tokenizer, run, batch_size, progress)
+    finally:
+        if run.writer:
+            run.writer.close()
+            run.writer = None
+    return finish_suite(model, run)
+
+
+def groups_of(samples: list) -> dict[tuple[str, int], list]:
+    """The samples by (task, length), in order: a batch holds one task and length."""
+    groups: dict[tuple[str, int], list] = {}
+    for s in samples:
+        groups.setdefault((s.task, s.length), []).append(s)
+    return groups
+
+
+def prediction(tokenizer, s, g, seconds: float, kv: dict, **extra) -> dict:
+    """The `predictions.jsonl` record of sample `s` and its generation `g` (module docstring)."""
+    from .metrics import score
+
+    pred = tokenizer.decode(g.tokens, skip_special_tokens=True)
+    return {"type": "prediction", "id": s.id, "task": s.task, "index": s.index, "length": s.length,
+            "input_tokens": len(s.input_ids), "pred": pred, "outputs": s.outputs,
+            "score": score(get_task(s.task).metric, pred, s.outputs), "prompt_length": len(s.input_ids),
+            "new_tokens": len(g.tokens), "ended": g.reason, "seconds": round(seconds, 3), **kv, **extra}
+
+
+def _decode_all(model, tokenizer, run: SuiteRun, batch_size, progress) -> None:
     from tqdm.auto import tqdm
 
     from ...capture.decoding import generate_batch, pad_id
     from ...kvcache.cache import prefill_chunking
     from ...models.info import eos_ids
-    from .metrics import score
 
+    config, cache = run.config, run.cache
     eos = eos_ids(model, tokenizer)
-    todo = [s for s in samples if s.id not in done]
-    groups: dict[tuple[str, int], list] = {}
-    for s in todo:
-        groups.setdefault((s.task, s.length), []).append(s)
-    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="suite", unit="sample",
+    todo = [s for s in run.samples if s.id not in run.done]
+    bar = tqdm(total=len(run.samples), initial=len(run.samples) - len(todo), desc="suite", unit="sample",
                disable=not progress)
-    for (name, _), group in groups.items():
-        task = get_task(name)
-        gen_tokens = config.max_new_tokens or task.tokens_to_generate
+    for (name, _), group in groups_of(todo).items():
+        gen_tokens = config.max_new_tokens or get_task(name).tokens_to_generate
         for i in range(0, len(group), batch_size):
             batch = group[i:i + batch_size]
             t0 = time.perf_counter()
             with prefill_chunking(model, config.kv.prefill_chunk):
-                gens = generate_batch(model, [s.input_ids for s in batch], gen_tokens, eos, ctl,
+                gens = generate_batch(model, [s.input_ids for s in batch], gen_tokens, eos, run.ctl,
                                       pad_id(tokenizer, eos), tokenizer=tokenizer, cache=cache)
             seconds = (time.perf_counter() - t0) / len(batch)
             kv = cache.usage(model, len(batch)) if cache is not None else {}
             for s, g in zip(batch, gens):
-                pred = tokenizer.decode(g.tokens, skip_special_tokens=True)
-                rec = {"type": "prediction", "id": s.id, "task": s.task, "index": s.index, "length": s.length,
-                       "input_tokens": len(s.input_ids), "pred": pred, "outputs": s.outputs,
-                       "score": score(task.metric, pred, s.outputs), "prompt_length": len(s.input_ids),
-                       "new_tokens": len(g.tokens), "ended": g.reason, "seconds": round(seconds, 3), **kv}
-                done[s.id] = rec
-                if writer:
-                    writer.write(rec)
+                rec = prediction(tokenizer, s, g, seconds, kv)
+                run.done[s.id] = rec
+                if run.writer:
+                    run.writer.write(rec)
             bar.update(len(batch))
     bar.close()
-    return [done[s.id] for s in samples]
