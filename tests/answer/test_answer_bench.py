@@ -75,6 +75,8 @@ def test_the_bench_on_a_tiny_model(model, tok, model_dir, qa, tmp_path):
         assert res["families"][fam]["cad"]["vs_greedy"]["diff"] == pytest.approx(want, abs=1e-4)
         assert res["natural_errors"][fam]["n"] == len(g)
     assert all(r.get("monitor_baselines", {}).get("mean_logprob") is not None for r in recs if r["new_tokens"])
+    assert all(r["monitor_baselines"].get("rauq") is not None for r in recs if r["new_tokens"])  # every head recorded
+    assert "rauq" in res["natural_errors"]["all"]["signals"]
     assert (out / "tables.md").read_text().count("### ") == 5 and (out / "risk_coverage.png").exists()
     again = run_answer_bench(model, tok, cfg, out, progress=False)  # resumes: nothing answered again
     assert len([r for r in read_jsonl(out / "answers.jsonl") if r.get("type") == "answer"]) == len(recs)
@@ -84,7 +86,7 @@ def test_the_bench_on_a_tiny_model(model, tok, model_dir, qa, tmp_path):
 def _rec(i, method, correct, score, abstained=False, answer="x", seconds=1.0):
     return {"id": f"i{i}", "method": method, "correct": correct, "hallucination_score": score, "abstained": abstained,
             "answer": answer, "generated": answer, "new_tokens": 3, "seconds": seconds,
-            "monitor_baselines": {"mean_logprob": -score, "mean_entropy": score}}
+            "monitor_baselines": {"mean_logprob": -score, "mean_entropy": score, "rauq": 1.0 - score}}
 
 
 def test_evaluation_on_hand_made_records():
@@ -102,6 +104,7 @@ def test_evaluation_on_hand_made_records():
     assert a["abstention_precision"] == 1.0 and a["abstention_recall"] == 1.0 and a["hallucination_rate"] == 0.0
     assert a["time_ratio"] == 2.0 and ev["families"]["niah"]["greedy"]["hallucination_rate"] == 0.5
     assert ev["natural_errors"]["niah"]["signals"]["monitor"]["auroc"] == 1.0  # the score separates them
+    assert ev["natural_errors"]["niah"]["signals"]["rauq"]["auroc"] == 0.0  # RAUQ read from the baselines
     rc = risk_coverage([r for r in recs if r["method"] == "greedy"])
     assert rc[4]["selective_accuracy"] == 1.0 and rc[-1]["selective_accuracy"] == 0.5  # the lowest half is right
     cf = {"id": "c", "family": "counterfactual", "answers": ["Osaka"], "common": "Tokyo"}

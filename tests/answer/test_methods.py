@@ -94,7 +94,7 @@ def test_a_pass_read_late_catches_up_in_one_call(model):
 
 @pytest.mark.parametrize("verdict", ["supported", "partly unsupported", "unsupported", "nothing to check"])
 def test_abstain_refuses_exactly_on_unsupported(answerer, monkeypatch, verdict):
-    monkeypatch.setattr(type(answerer), "report", lambda self, c, q, ids: SimpleNamespace(verdict=verdict))
+    monkeypatch.setattr(type(answerer), "report", lambda self, c, q, ids, **kw: SimpleNamespace(verdict=verdict))
     method = get_method_class("abstain")()
     got = answerer.answer(method, CONTEXT, QUESTION, N)
     greedy = answerer.answer(get_method_class("greedy")(), CONTEXT, QUESTION, N)

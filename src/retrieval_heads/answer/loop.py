@@ -12,7 +12,9 @@ seconds from `start` to the end of `finish` (model loading and the scoring after
 method's own monitor call is).
 
 `answerer.report(context, question, ids)`: the monitor's teacher-forced report of given answer ids, memoised for
-the current question (a method that scored its answer in `finish` is not scored twice).
+the current question; with `baselines=True` a second monitor, recording every head, makes it, so its baselines
+hold RAUQ (a method's own check in `finish`, `run.score`, uses the decoding monitor and is timed with the method;
+the two monitors' scores and verdicts are the same).
 
 Left out on purpose: batches, sampling, streaming.
 """
@@ -82,7 +84,7 @@ class Decoding:
 
     def score(self, ids: list[int]):
         """The monitor's report of answer ids (memoised per question)."""
-        return self.answerer.report(self.context, self.question, ids)
+        return self.answerer.report(self.context, self.question, ids, baselines=False)
 
 
 def decode(method: AnswerMethod, run: Decoding, max_new_tokens: int, stop=None, keep_scores: bool = False) -> Answered:
@@ -117,10 +119,13 @@ class Answerer:
     """See the module docstring."""
 
     def __init__(self, model, tokenizer, scores: HeadScores | str | Path, *, threshold: float = 0.1,
-                 template: str = "default", chat: bool | None = None):
+                 template: str = "default", chat: bool | None = None, baselines: bool = False):
         from ..monitor import Monitor
 
         self.monitor = Monitor(model, tokenizer, scores, threshold=threshold, template=template, chat=chat)
+        # the report's monitor: with `baselines`, every head is recorded in its teacher-forced pass, for RAUQ
+        self.reporter = self.monitor if not baselines else Monitor(
+            model, tokenizer, self.monitor.scores, threshold=threshold, template=template, chat=chat, baselines=True)
         self.stop = text_stop(default_stop(resolve_template(template, tokenizer, chat)))
         self._memo_key: tuple[str, str] | None = None
         self._memo: dict[tuple[int, ...], object] = {}
@@ -133,10 +138,13 @@ class Answerer:
         run = self.decoding(context, question, max_new_tokens)
         return decode(method, run, max_new_tokens, self.stop, keep_scores=keep_scores)
 
-    def report(self, context: str, question: str, ids: list[int]):
+    def report(self, context: str, question: str, ids: list[int], *, baselines: bool = True):
+        """The report of answer `ids`; `baselines=False`: the decoding monitor's (a method's own check, in its
+        time), else the reporter's (RAUQ too when the answerer records every head)."""
         if self._memo_key != (context, question):
             self._memo_key, self._memo = (context, question), {}
-        key = tuple(int(t) for t in ids)
+        mon = self.reporter if baselines else self.monitor
+        key = (tuple(int(t) for t in ids), mon is self.reporter)
         if key not in self._memo:
-            self._memo[key] = self.monitor.score(context, question, list(key))
+            self._memo[key] = mon.score(context, question, list(key[0]))
         return self._memo[key]

@@ -9,7 +9,8 @@ Out, in `out`:
   (generation only: not loading, not the monitor's scoring after it), `correct` (a gold string found in the
   answer, case- and punctuation-insensitive on word boundaries, `scoring.judge.contains_answer`; false when
   abstained; null without gold), `generated` (the text before any refusal), `reason` (eos, stop, length) and
-  `monitor_baselines` (the logit statistics of the monitor's teacher-forced pass over the same tokens);
+  `monitor_baselines` (the logit statistics and RAUQ of the monitor's teacher-forced pass over the same tokens,
+  every head recorded there);
 - `summary.json`: per method `n`, `accuracy` and `selective_accuracy` (over the items with gold; selective = among
   those not abstained; null when none), `abstention_rate`, `coverage`, `mean_seconds`,
   `mean_hallucination_score`, `mean_new_tokens`.
@@ -158,7 +159,7 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
                          ">= 1")
     methods = build_methods(config)
     answerer = Answerer(model, tokenizer, config.scores, threshold=config.threshold, template=config.template,
-                        chat=config.chat)
+                        chat=config.chat, baselines=True)
     tokens = {}  # item id -> prompt length in tokens (a shard's cost)
     for it in items:  # every prompt is checked before anything is written
         try:

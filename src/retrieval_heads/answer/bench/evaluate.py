@@ -10,11 +10,12 @@ Per method and family (and `all`):
 - `vs_greedy`, `vs_best_contrast`: the accuracy difference, paired over items, against greedy and against the
   better of `cad` and `decore` (by accuracy over all items), with a bootstrap 95% interval.
 The monitor on natural errors (greedy's answers, per family): AUROC of wrong against right answers for the
-monitor's hallucination score, the negated mean log-probability, the mean entropy and the answer length in tokens,
+monitor's hallucination score, the negated mean log-probability, the mean entropy, RAUQ (from the report's pass,
+every head recorded) and the answer length in tokens,
 each with a bootstrap interval, and the monitor minus the best of them (paired); and the monitor's score as a
 selector: selective accuracy of greedy's answers kept in increasing score order, at coverages 0.1 to 1.0.
 
-Left out on purpose: RAUQ (it needs every head recorded: `rheads monitor bench` reports it) and fitted thresholds.
+Left out on purpose: fitted thresholds.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def natural_errors(recs: list[dict]) -> dict[str, Any]:
     signals = {"monitor": [np.nan if r["hallucination_score"] is None else r["hallucination_score"] for r in keep],
                "neg_mean_logprob": [-stat(r, "mean_logprob") for r in keep],
                "mean_entropy": [stat(r, "mean_entropy") for r in keep],
+               "rauq": [stat(r, "rauq") for r in keep],
                "length": [float(r["new_tokens"]) for r in keep]}
     out = {"n": len(keep), "wrong": int(sum(y)), "signals": {k: detection(y, v) for k, v in signals.items()}}
     base = {k: v["auroc"] for k, v in out["signals"].items() if k != "monitor" and v["auroc"] is not None}
@@ -151,8 +153,8 @@ def format_tables(ev: dict[str, Any]) -> str:
                          f"{_diff(s.get('vs_best_contrast'))} |")
         lines.append("")
     lines += ["### the monitor on greedy's own errors (AUROC, wrong vs right [95% CI])", "",
-              "| family | n (wrong) | monitor | -mean logprob | mean entropy | length | monitor - best |",
-              "|---|---|---|---|---|---|---|"]
+              "| family | n (wrong) | monitor | -mean logprob | mean entropy | RAUQ | length | monitor - best |",
+              "|---|---|---|---|---|---|---|---|"]
     for fam, ne in ev["natural_errors"].items():
         sig = ne["signals"]
         cell = lambda k: "-" if sig[k]["auroc"] is None else (  # noqa: E731
@@ -161,7 +163,7 @@ def format_tables(ev: dict[str, Any]) -> str:
         dd = "-" if not d or d.get("diff") is None else f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] " \
                                                         f"({d['baseline']})"
         lines.append(f"| {fam} | {ne['n']} ({ne['wrong']}) | {cell('monitor')} | {cell('neg_mean_logprob')} | "
-                     f"{cell('mean_entropy')} | {cell('length')} | {dd} |")
+                     f"{cell('mean_entropy')} | {cell('rauq')} | {cell('length')} | {dd} |")
     return "\n".join(lines)
 
 
