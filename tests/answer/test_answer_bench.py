@@ -48,6 +48,17 @@ def test_items_of_every_family_and_never_a_reserved_row(tok, qa):
         bench_items(tok, families=["niah", "x"], lengths=[160], depths=[0], halueval_items=1, seed=0, haystack=hay)
 
 
+def test_qa_2_items_are_the_suites_samples_split_into_context_and_question(tok, qa):
+    path, held, _ = qa
+    items = bench_items(tok, families=["qa_2"], lengths=[170, 400], depths=[0, 50], halueval_items=1, seed=0,
+                        qa_data=path, heldout=held)
+    assert [it["id"] for it in items] == ["qa_2-170-0", "qa_2-170-1", "qa_2-400-0", "qa_2-400-1"]
+    for it in items:
+        assert it["family"] == "qa_2" and it["context"].startswith("Document 1:\n") and "Birch" not in it["context"]
+        assert it["answers"][0].lower() in it["context"].lower() and it["question"].startswith("What flows past the town")
+    assert items[2]["context"].count("Document ") > items[0]["context"].count("Document ")  # longer, more documents
+
+
 def test_the_bench_on_a_tiny_model(model, tok, model_dir, qa, tmp_path):
     path, held, hay = qa
     cfg = AnswerBenchConfig(model=ModelConfig(model="tiny"), scores=str(model_dir / "scores.json"),

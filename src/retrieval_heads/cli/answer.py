@@ -124,7 +124,8 @@ def add_parsers(sub) -> None:
                    help="a method parameter, e.g. cad.a=1.0 (repeatable)")
     b.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
     b.add_argument("--families", default="niah,counterfactual,halueval",
-                   help="item families (default: %(default)s; halueval needs setup.sh --suite-data)")
+                   help="item families among niah, counterfactual, halueval, qa_2 (the suite's qa_2 at each length) "
+                   "(default: %(default)s; halueval and qa_2 need setup.sh --suite-data)")
     b.add_argument("--lengths", default="2000,4000,8000", help="NIAH and counterfactual prompt lengths "
                    "(default: %(default)s)")
     b.add_argument("--depths", default="0:100:5", help="depths in percent, rotating over the items "

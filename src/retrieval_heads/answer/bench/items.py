@@ -9,8 +9,11 @@
   rows of `halueval_qa_heldout_rows.txt` dropped unread (`evals/suite/qadata.py`); `halueval_items` rows drawn
   with `seed`; gold: the row's right answer.
 
-Left out on purpose: the suite's `qa_2` (its distractor paragraphs make prompts of a target length: run it with
-`rheads suite run`) and any tuning split (no method parameter is fitted here).
+- `qa_2`: the suite's `qa_2` samples (`evals/suite/tasks/qa.py`): at each length, one per depth's worth of items
+  (as many as NIAH has per length), the gold HaluEval paragraph among distractor paragraphs up to that length of
+  the suite's prompt; context: the documents, question: the row's question, gold: its right answer.
+
+Left out on purpose: any tuning split (no method parameter is fitted here).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from ...errors import ParamError
 from ...monitor.bench.items import materialize, plan
 from ...probes.haystack import get_haystack
 
-FAMILIES = ("niah", "counterfactual", "halueval")
+FAMILIES = ("niah", "counterfactual", "halueval", "qa_2")
+DEFAULT_FAMILIES = ("niah", "counterfactual", "halueval")  # qa_2's long distractor prompts on request
 
 
 def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: list[float], halueval_items: int,
@@ -50,6 +54,28 @@ def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: l
         for r in sorted(random.Random(seed).sample(rows, min(halueval_items, len(rows))), key=lambda r: r.line):
             out.append({"id": f"halueval-{r.line}", "family": "halueval", "context": r.knowledge,
                         "question": r.question, "answers": [r.answer], "common": None})
+    if "qa_2" in families:
+        out += qa2_items(tokenizer, lengths, len(depths), seed, chat, qa_data, heldout)
     for i, it in enumerate(out):
         it["line"] = i + 1  # what run_answer's errors name
+    return out
+
+
+def qa2_items(tokenizer, lengths: list[int], per_length: int, seed: int, chat: bool | None, qa_data: str | None,
+              heldout: str | None) -> list[dict]:
+    """The suite's `qa_2` samples as answer items: per length, `per_length` samples fitted to that length with the
+    suite's own prompt (`evals/suite/fit.py`), their documents the context and their question the question."""
+    from ...evals.suite.common import TaskContext, sample_seed
+    from ...evals.suite.fit import make_sample
+    from ...evals.suite.prompt import PromptBuilder
+    from ...evals.suite.registry import get_task
+
+    task, prompt, shared, out = get_task("qa_2"), PromptBuilder(tokenizer, chat), {}, []
+    for n in lengths:
+        ctx = TaskContext(target=n, qa_data=qa_data, heldout=heldout, seed=seed, _cache=shared)
+        for i in range(per_length):
+            s = make_sample(task, ctx, prompt, n, i, seed)
+            context, question, gold = task.parts(ctx, sample_seed(seed, task.name, n, i), s.units, i)
+            out.append({"id": f"qa_2-{n}-{i}", "family": "qa_2", "context": context, "question": question,
+                        "answers": gold, "common": None})
     return out

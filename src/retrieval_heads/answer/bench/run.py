@@ -22,7 +22,7 @@ from ...config import Config, ModelConfig
 from ...io.jsonl import atomic_write_json, read_jsonl
 from ..run import AnswerConfig, run_answer
 from .evaluate import evaluate, format_tables
-from .items import FAMILIES, bench_items
+from .items import DEFAULT_FAMILIES, bench_items
 
 
 @dataclass
@@ -33,7 +33,7 @@ class AnswerBenchConfig(Config):
     methods: list[str] = field(default_factory=lambda: ["greedy", "cad", "decore", "copy", "gated", "abstain"])
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_new_tokens: int = 32
-    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    families: list[str] = field(default_factory=lambda: list(DEFAULT_FAMILIES))  # qa_2 too on request
     lengths: list[int] = field(default_factory=lambda: [2000, 4000, 8000])
     depths: list[float] = field(default_factory=lambda: [0, 25, 50, 75, 100])
     halueval_items: int = 100

@@ -41,7 +41,9 @@ class QA(SuiteTask):
     def max_units(self, ctx) -> int | None:
         return len(self.rows(ctx)[0])
 
-    def build(self, ctx, seed: int, n: int, index: int = 0) -> Built:
+    def parts(self, ctx, seed: int, n: int, index: int = 0) -> tuple[str, str, list[str]]:
+        """(the n documents as RULER writes them, the question, the gold answers) of a sample: what `build` wraps
+        in RULER's template, and what `rheads answer bench`'s `qa_2` family uses as context and question."""
         rows, order = self.rows(ctx)
         rng = random.Random(seed)
         q = order[index % len(order)]
@@ -49,4 +51,8 @@ class QA(SuiteTask):
         docs = [rows[q].knowledge] + [rows[i].knowledge for i in others]
         random.Random(rng.getrandbits(64)).shuffle(docs)
         context = "\n\n".join(f"Document {i + 1}:\n{d}" for i, d in enumerate(docs))
-        return Built(TEMPLATE.format(context=context, query=rows[q].question), PREFIX, [rows[q].answer])
+        return context, rows[q].question, [rows[q].answer]
+
+    def build(self, ctx, seed: int, n: int, index: int = 0) -> Built:
+        context, question, gold = self.parts(ctx, seed, n, index)
+        return Built(TEMPLATE.format(context=context, query=question), PREFIX, gold)
