@@ -7,7 +7,8 @@ whether every arm's answers are the same in both (pred, score, new tokens, KV by
 (shared first), so a cold cache would favour the per-arm run, not ours.
 
   python bench/bench_kvsweep.py --model smollm2-135m --dtype bfloat16 --scores docs/runs/smollm2/scores.json \\
-      --tasks niah_single_2,vt --lengths 2000 --samples 2 --policies full,snapkv,headkv,hybrid --budgets 0.2,0.5
+      --tasks niah_single_2,vt --lengths 2000 --samples 2 --policies full,snapkv,headkv,hybrid --budgets 0.2,0.5 \\
+      --out bench/results/kvsweep_shared_smollm2-135m.json
 
 Left out on purpose: memory (the shared prefill holds one full cache while the arms decode: `bench_kv.py`
 measures the caches) and scores (`rheads kv-sweep`).
