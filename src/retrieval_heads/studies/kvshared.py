@@ -71,12 +71,12 @@ def decode_shared(model, tokenizer, arms, batch_size: int = 1, progress: bool = 
             firsts = generate_batch(model, prompts, 1, eos, arms[0].ctl, pad, tokenizer=tokenizer,
                                     cache=lambda m, B: capture)
             prefill = (time.perf_counter() - t0) / len(batch)
+            first = [f.tokens[0] for f in firsts]
             for run in arms:
                 if all(s.id in run.done for s in batch):
                     continue
                 t1 = time.perf_counter()
                 cache = derive_cache(run.cache(model, len(batch)), capture)
-                first = [f.tokens[0] for f in firsts]
                 if budget > 1 and any(t not in ends for t in first):
                     rest = generate_batch(model, [p + [t] for p, t in zip(prompts, first)], budget - 1, eos,
                                           run.ctl, pad, tokenizer=tokenizer, cache=lambda m, B: cache)

@@ -109,8 +109,8 @@ def run_kv_suite(model, tokenizer, config: KVSuiteConfig, out: str | Path, progr
     runs = []
     try:
         for name, p, b in config.arms():
-            runs.append(open_suite(model, tokenizer, config.arm_suite(p, b), out / name, progress=False,
-                                   batch_size=batch_size))
+            runs.append(open_suite(model, tokenizer, config.arm_suite(p, b), out / name, progress=not runs and progress,
+                                   batch_size=batch_size, prepared=runs[0].prepared if runs else None))
         decode_shared(model, tokenizer, runs, batch_size=batch_size, progress=progress)
     finally:
         for run in runs:

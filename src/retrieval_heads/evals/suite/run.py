@@ -200,11 +200,13 @@ class SuiteRun:
     cache: Any
     heads: Any
     out: Path | None
+    prepared: list | None = None  # every sample before sharding (another arm of the same suite can reuse them)
 
 
 def open_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = None, progress: bool = True,
-               overwrite: bool = False, batch_size: int = 1) -> SuiteRun:
-    """Every check, then claim `out` (resume, lock, busy refusal); nothing is written before the checks pass."""
+               overwrite: bool = False, batch_size: int = 1, prepared: list | None = None) -> SuiteRun:
+    """Every check, then claim `out` (resume, lock, busy refusal); nothing is written before the checks pass.
+    `prepared`: the samples of an opened run of the same suite settings (`SuiteRun.prepared`), not built again."""
     from ...atlas.match import check_model as check_atlas_model
     from ...capture.attention import check_model
     from ...capture.controller import AttentionController
@@ -223,8 +225,9 @@ def open_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = N
     heads = resolve_mask(config.mask, config.scores, L, H, threshold=config.threshold, seed=config.mask_seed)
     ctl = AttentionController(ablate=to_ablate(heads), mode=config.ablation)
     cache = kv_factory(config.kv, model, config.scores, masked=bool(heads))
-    samples = prepare(tokenizer, config, max_ctx, records, progress)
+    samples = prepare(tokenizer, config, max_ctx, records, progress) if prepared is None else prepared
     _shard(samples, config.shard)  # as many samples as shards, before out is touched
+    everything = samples
     meta = {"version": FORMAT_VERSION, "toolkit": __version__, "config": config.to_dict(),
             "masked_heads": format_heads(heads), "model": model_meta(model), "model_key": model_key(model),
             "data_sha": data_sha(samples)}
@@ -236,7 +239,7 @@ def open_suite(model, tokenizer, config: SuiteConfig, out: str | Path | None = N
                                 jsonl="predictions.jsonl", kind="prediction", defaults={"config": config.defaults()},
                                 overwrite=overwrite)
     samples = _shard(samples, config.shard, out)
-    return SuiteRun(config, samples, done, writer, ctl, cache, heads, out)
+    return SuiteRun(config, samples, done, writer, ctl, cache, heads, out, everything)
 
 
 def finish_suite(model, run: SuiteRun) -> dict[str, Any]:
