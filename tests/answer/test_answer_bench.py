@@ -40,12 +40,36 @@ def test_items_of_every_family_and_never_a_reserved_row(tok, qa):
     assert set(fams) == {"niah", "counterfactual", "halueval"} and fams == sorted(fams, key=["niah", "counterfactual",
                                                                                             "halueval"].index)
     halu = [it for it in items if it["family"] == "halueval"]
-    assert [it["id"] for it in halu] == ["halueval-0", "halueval-2", "halueval-3"]  # row 1 is reserved
+    assert [it["id"] for it in halu] == ["halueval-0", "halueval-2"]  # the eval split: even rows; row 1 reserved
     assert all("Birch" not in it["context"] for it in halu)
     assert all(it["common"] for it in items if it["family"] == "counterfactual")
     assert len({it["id"] for it in items}) == len(items)
     with pytest.raises(ParamError):
         bench_items(tok, families=["niah", "x"], lengths=[160], depths=[0], halueval_items=1, seed=0, haystack=hay)
+
+
+def test_the_tune_split_is_disjoint_from_the_eval_split_and_per_family_samples(tok, qa):
+    path, held, hay = qa
+    kw = dict(families=["niah", "counterfactual", "halueval"], lengths=[160], depths=[0, 50], halueval_items=10,
+              seed=0, haystack=hay, qa_data=path, heldout=held)
+    ev, tu = bench_items(tok, **kw), bench_items(tok, split="tune", **kw)
+    assert [it["id"] for it in tu if it["family"] == "halueval"] == ["halueval-3"]  # odd rows, 1 reserved
+    for fam in ("niah", "counterfactual"):
+        e = {(it["question"], it["answers"][0]) for it in ev if it["family"] == fam}
+        t = {(it["question"], it["answers"][0]) for it in tu if it["family"] == fam}
+        assert e and t and not e & t  # other needles, other facts
+    assert len([it for it in ev if it["family"] == "counterfactual"]) == 32  # half of the 64 facts
+    small = bench_items(tok, per_family=3, **kw)
+    for fam in ("niah", "counterfactual", "halueval"):
+        got = [it["id"] for it in small if it["family"] == fam]
+        assert len(got) == min(3, sum(it["family"] == fam for it in ev)) and set(got) <= {it["id"] for it in ev}
+    assert small == bench_items(tok, per_family=3, **kw)  # seeded
+    with pytest.raises(ParamError, match="split"):
+        bench_items(tok, split="test", **kw)
+    with pytest.raises(ParamError, match="qa_2"):
+        bench_items(tok, **{**kw, "families": ["qa_2"]}, split="tune")
+    with pytest.raises(ParamError, match="per_family"):
+        bench_items(tok, per_family=0, **kw)
 
 
 def test_qa_2_items_are_the_suites_samples_split_into_context_and_question(tok, qa):

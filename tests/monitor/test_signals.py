@@ -61,6 +61,7 @@ def test_a_record_reads_its_stored_values_and_orients_them():
     assert len(t["rauq"]) == 2 and all(np.isnan(t["rauq"]))
     # live, the same signals compute what a run stores
     live = stats(AnswerTrace(logprobs=[-0.1, -2.0], entropies=[0.5, 1.5]))
+    assert live.pop("anchor") is None  # no context given: nothing to be near
     assert live == pytest.approx({"mean_logprob": -1.05, "min_logprob": -2.0, "max_entropy": 1.5,
                                   "mean_entropy": 1.0, "n_tokens": 2})
     assert "rauq" in stats(AnswerTrace(logprobs=[-0.1], entropies=[0.5], rauq=0.3, all_heads=True))

@@ -82,7 +82,8 @@ def cmd_bench(a) -> None:
     config = AnswerBenchConfig(model=model_config(a), scores=a.scores, threshold=a.threshold, methods=methods,
                                params=params, max_new_tokens=a.max_new_tokens, families=parse_list(a.families) or [],
                                lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
-                               halueval_items=a.halueval_items, seed=a.item_seed, template=a.template, chat=a.chat)
+                               halueval_items=a.halueval_items, split=a.split, per_family=a.items_per_family,
+                               seed=a.item_seed, template=a.template, chat=a.chat)
     _, model, tok = load(a)
     run_answer_bench(model, tok, config, a.out, overwrite=a.overwrite)
     print((Path(a.out) / "tables.md").read_text())
@@ -132,6 +133,11 @@ def add_parsers(sub) -> None:
                    "(default: %(default)s)")
     b.add_argument("--halueval-items", type=int, default=100, help="HaluEval QA rows drawn, reserved rows never "
                    "(default: 100)")
+    b.add_argument("--split", choices=["eval", "tune"], default="eval",
+                   help="eval: the reported items; tune: disjoint items to choose --param values on (the detect "
+                   "needles, the other half of the counterfactual facts and HaluEval rows) (default: eval)")
+    b.add_argument("--items-per-family", type=int, default=None, metavar="N",
+                   help="a seeded sample of N items per family (default: all)")
     b.add_argument("--item-seed", type=int, default=42, help="seed of the item draw (default: 42)")
     add_out_args(b, "runs/answer-bench")
     b.set_defaults(func=cmd_bench)

@@ -75,6 +75,8 @@ PARAM_FLAGS: dict[str, str] = {
     "copy_items": "--copy-items",
     "families": "--families",
     "halueval_items": "--halueval-items",
+    "split": "--split",
+    "per_family": "--items-per-family",
 }
 
 

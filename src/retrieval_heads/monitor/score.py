@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .anchors import anchors
 from .rules import absent_words, copied_verbatim, is_echo, is_unsupported, verdict, word_flags
 from .signals import MONITOR_SIGNAL, PRIMARY_SET, AnswerTrace, HeadSetTrace, head_set_scores, stats
 from .signals.combined import token_score
@@ -110,13 +111,17 @@ class AnswerReport:
         return d
 
 
-def trace_of(tokens: list[TokenRecord], rauq: tuple[float | None, list[float]] | None = None) -> AnswerTrace:
+def trace_of(tokens: list[TokenRecord], rauq: tuple[float | None, list[float]] | None = None,
+             context: str | None = None, question: str = "") -> AnswerTrace:
     """What the signals read of a monitored answer: the primary head set's per-token signals, the log-probabilities
-    and entropies, and RAUQ when every head was recorded (`rauq`: its value and per-token values)."""
+    and entropies, RAUQ when every head was recorded (`rauq`: its value and per-token values), and with `context`
+    the copy sources and the question's anchors in it (`anchors.py`)."""
     hs = HeadSetTrace([t.copy for t in tokens], [t.copy_q for t in tokens], [t.mass for t in tokens])
     r, r_tok = rauq if rauq is not None else (None, [])
+    sources = [t.source["start"] if t.source and t.source.get("kind") == "context" else None for t in tokens]
     return AnswerTrace([t.content for t in tokens], {PRIMARY_SET: hs}, [t.logprob for t in tokens],
-                       [t.entropy for t in tokens], r, r_tok, all_heads=rauq is not None)
+                       [t.entropy for t in tokens], r, r_tok, all_heads=rauq is not None, sources=sources,
+                       anchors=anchors(context, question) if context else [], context_chars=len(context or ""))
 
 
 def report(answer: str, tokens: list[TokenRecord], reason: str, prompt_tokens: int, *,
@@ -129,7 +134,7 @@ def report(answer: str, tokens: list[TokenRecord], reason: str, prompt_tokens: i
     verbatim = context is not None and copied_verbatim(answer, context)
     for tok, flag, gone in zip(tokens, word_flags(answer, spans), absent):
         tok.recount(flag, gone, verbatim)
-    a = trace_of(tokens, rauq)
+    a = trace_of(tokens, rauq, context, question)
     scores = head_set_scores(a, PRIMARY_SET)
     v = verdict([t.content for t in tokens], [t.echo for t in tokens], [t.unsupported for t in tokens],
                 [t.absent for t in tokens], verbatim)

@@ -12,7 +12,9 @@ Per method and family (and `all`):
 The monitor on natural errors (greedy's answers, per family): AUROC of wrong against right answers for the
 monitor's hallucination score, the negated mean log-probability, the mean entropy, RAUQ (from the report's pass,
 every head recorded) and the answer length in tokens,
-each with a bootstrap interval, and the monitor minus the best of them (paired); and the monitor's score as a
+each with a bootstrap interval, and the monitor minus the best of them (paired); `anchor` (`monitor/signals/
+anchor.py`: how far from the question's words the retrieval heads copied from), overall and among the answers
+the monitor called `supported` (`supported`: the wrong copies a copy test passes); and the monitor's score as a
 selector: selective accuracy of greedy's answers kept in increasing score order, at coverages 0.1 to 1.0.
 
 Left out on purpose: fitted thresholds.
@@ -88,6 +90,9 @@ def risk_coverage(recs: list[dict]) -> list[dict]:
     return out
 
 
+OURS = ("monitor", "anchor")  # the head-based signals; the rest are the baselines they are compared with
+
+
 def natural_errors(recs: list[dict]) -> dict[str, Any]:
     """The monitor against the logit baselines on greedy's own answers (module docstring)."""
     from ...monitor.bench.metrics import detection, paired_auroc_diff
@@ -102,12 +107,18 @@ def natural_errors(recs: list[dict]) -> dict[str, Any]:
                "neg_mean_logprob": [-stat(r, "mean_logprob") for r in keep],
                "mean_entropy": [stat(r, "mean_entropy") for r in keep],
                "rauq": [stat(r, "rauq") for r in keep],
-               "length": [float(r["new_tokens"]) for r in keep]}
+               "length": [float(r["new_tokens"]) for r in keep],
+               "anchor": [stat(r, "anchor") for r in keep]}  # ours (a wrong copy), not a baseline
     out = {"n": len(keep), "wrong": int(sum(y)), "signals": {k: detection(y, v) for k, v in signals.items()}}
-    base = {k: v["auroc"] for k, v in out["signals"].items() if k != "monitor" and v["auroc"] is not None}
+    base = {k: v["auroc"] for k, v in out["signals"].items() if k not in OURS and v["auroc"] is not None}
     if base and out["signals"]["monitor"]["auroc"] is not None:
         best = max(base, key=base.get)
         out["monitor_minus_best"] = {"baseline": best, **paired_auroc_diff(y, signals["monitor"], signals[best])}
+    sup = [i for i, r in enumerate(keep) if r.get("verdict") == "supported"]  # the copies the copy test passed
+    ys = [y[i] for i in sup]
+    out["supported"] = {"n": len(sup), "wrong": int(sum(ys)),
+                        "anchor": detection(ys, [signals["anchor"][i] for i in sup]),
+                        "monitor": detection(ys, [signals["monitor"][i] for i in sup])}
     return out
 
 
@@ -153,8 +164,8 @@ def format_tables(ev: dict[str, Any]) -> str:
                          f"{_diff(s.get('vs_best_contrast'))} |")
         lines.append("")
     lines += ["### the monitor on greedy's own errors (AUROC, wrong vs right [95% CI])", "",
-              "| family | n (wrong) | monitor | -mean logprob | mean entropy | RAUQ | length | monitor - best |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| family | n (wrong) | monitor | -mean logprob | mean entropy | RAUQ | length | monitor - best | anchor "
+              "| supported n (wrong) | anchor within supported |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam, ne in ev["natural_errors"].items():
         sig = ne["signals"]
         cell = lambda k: "-" if sig[k]["auroc"] is None else (  # noqa: E731
@@ -162,9 +173,15 @@ def format_tables(ev: dict[str, Any]) -> str:
         d = ne.get("monitor_minus_best")
         dd = "-" if not d or d.get("diff") is None else f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] " \
                                                         f"({d['baseline']})"
+        sup = ne.get("supported") or {"n": 0, "wrong": 0, "anchor": {"auroc": None}}
         lines.append(f"| {fam} | {ne['n']} ({ne['wrong']}) | {cell('monitor')} | {cell('neg_mean_logprob')} | "
-                     f"{cell('mean_entropy')} | {cell('rauq')} | {cell('length')} | {dd} |")
+                     f"{cell('mean_entropy')} | {cell('rauq')} | {cell('length')} | {dd} | {cell('anchor')} | "
+                     f"{sup['n']} ({sup['wrong']}) | {_auc(sup['anchor'])} |")
     return "\n".join(lines)
+
+
+def _auc(d: dict) -> str:
+    return "-" if d.get("auroc") is None else f"{d['auroc']:.3f} [{d['auroc_ci'][0]:.3f}, {d['auroc_ci'][1]:.3f}]"
 
 
 def _diff(d: dict | None) -> str:

@@ -13,7 +13,12 @@
   (as many as NIAH has per length), the gold HaluEval paragraph among distractor paragraphs up to that length of
   the suite's prompt; context: the documents, question: the row's question, gold: its right answer.
 
-Left out on purpose: any tuning split (no method parameter is fitted here).
+Two disjoint splits (`split`): `eval`, the items a method is reported on, and `tune`, the items its parameters may
+be chosen on (`rheads answer bench --split tune`): NIAH takes the `eval` needles against the `detect` ones, the
+counterfactual facts and the HaluEval rows alternate (even against odd positions in their files). `qa_2` has no
+tune split (it is refused there). `per_family` keeps a seeded sample of that many items of each family.
+
+Left out on purpose: fitting anything here (the bench only builds the items a tuning run or a report uses).
 """
 
 from __future__ import annotations
@@ -21,27 +26,41 @@ from __future__ import annotations
 import random
 
 from ...errors import ParamError
-from ...monitor.bench.items import materialize, plan
+from ...monitor.bench.items import counterfactual_facts, materialize, plan
 from ...probes.haystack import get_haystack
 
 FAMILIES = ("niah", "counterfactual", "halueval", "qa_2")
+SPLITS = ("eval", "tune")
 DEFAULT_FAMILIES = ("niah", "counterfactual", "halueval")  # qa_2's long distractor prompts on request
 
 
 def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: list[float], halueval_items: int,
                 seed: int, haystack: str = "paul-graham", template: str = "default", chat: bool | None = None,
-                qa_data: str | None = None, heldout: str | None = None, max_context: int | None = None) -> list[dict]:
+                qa_data: str | None = None, heldout: str | None = None, max_context: int | None = None,
+                split: str = "eval", per_family: int | None = None) -> list[dict]:
     """The items of the chosen families, in family order (see the module docstring)."""
     bad = [f for f in families if f not in FAMILIES]
     if bad or not families:
         raise ParamError("families", bad[0] if bad else families, f"use some of {', '.join(FAMILIES)}")
+    if split not in SPLITS:
+        raise ParamError("split", split, f"use one of {', '.join(SPLITS)}")
+    if split == "tune" and "qa_2" in families:
+        raise ParamError("split", split, "qa_2 has no tune split: leave qa_2 out of the families when tuning")
+    if per_family is not None and (isinstance(per_family, bool) or not isinstance(per_family, int) or per_family < 1):
+        raise ParamError("per_family", per_family, "give a number of items per family >= 1, or leave it out for all")
+    parity = 0 if split == "eval" else 1
     out: list[dict] = []
     hay = get_haystack(haystack) if {"niah", "counterfactual"} & set(families) else None
+    cf_ids = [f["id"] for f in counterfactual_facts()]
+    cf_keep = {fid for i, fid in enumerate(cf_ids) if i % 2 == parity}
+    needles = "eval" if split == "eval" else "detect"
     for fam, kw in (("niah", dict(niah_per_cell=1, cf_per_cell=0)), ("counterfactual", dict(niah_per_cell=0,
                                                                                              cf_per_cell=1))):
         if fam not in families:
             continue
-        for it in sorted(plan(lengths, depths, seed=seed, **kw), key=lambda i: i.id):
+        planned = [it for it in plan(lengths, depths, seed=seed, needles=needles, **kw)
+                   if fam == "niah" or it.source in cf_keep]
+        for it in sorted(_sample(planned, per_family, seed), key=lambda i: i.id):
             ctx = materialize(it, tokenizer, hay, template, chat, max_context=max_context)
             out.append({"id": f"{fam}-{it.id}", "family": fam, "context": ctx, "question": it.question,
                         "answers": [it.gold], "common": it.common})
@@ -50,15 +69,24 @@ def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: l
 
         if halueval_items < 1:
             raise ParamError("halueval_items", halueval_items, "use at least 1 HaluEval item")
-        rows = load_rows(qa_data, heldout)
-        for r in sorted(random.Random(seed).sample(rows, min(halueval_items, len(rows))), key=lambda r: r.line):
+        rows = [r for r in load_rows(qa_data, heldout) if r.line % 2 == parity]
+        n = min(halueval_items, per_family or halueval_items, len(rows))
+        for r in sorted(random.Random(seed).sample(rows, n), key=lambda r: r.line):
             out.append({"id": f"halueval-{r.line}", "family": "halueval", "context": r.knowledge,
                         "question": r.question, "answers": [r.answer], "common": None})
     if "qa_2" in families:
-        out += qa2_items(tokenizer, lengths, len(depths), seed, chat, qa_data, heldout)
+        out += _sample(qa2_items(tokenizer, lengths, len(depths), seed, chat, qa_data, heldout), per_family, seed)
     for i, it in enumerate(out):
         it["line"] = i + 1  # what run_answer's errors name
     return out
+
+
+def _sample(items: list, n: int | None, seed: int) -> list:
+    """A seeded sample of `n` of `items` in their order (all of them when n is None or not smaller)."""
+    if n is None or n >= len(items):
+        return list(items)
+    keep = set(random.Random(seed).sample(range(len(items)), n))
+    return [it for i, it in enumerate(items) if i in keep]
 
 
 def qa2_items(tokenizer, lengths: list[int], per_length: int, seed: int, chat: bool | None, qa_data: str | None,

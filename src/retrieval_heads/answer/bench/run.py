@@ -7,8 +7,11 @@ Out, in `out`: everything `rheads answer` writes (config.json, answers.jsonl, su
 selector, one curve per family). Every item's prompt is checked against the model's context before anything is
 written; rerunning resumes.
 
-Left out on purpose: tuning any method (every default is fixed; `--param` overrides one) and sharding (run
-`rheads answer --shard` on the written items.jsonl).
+`--split tune` builds the disjoint tuning items (`items.py`): a grid of `--param` values run there, and the
+best chosen there, leaves the `eval` items untouched for the report.
+
+Left out on purpose: a search over parameters (run the bench once per setting on the tune split) and sharding
+(run `rheads answer --shard` on the written items.jsonl).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class AnswerBenchConfig(Config):
     lengths: list[int] = field(default_factory=lambda: [2000, 4000, 8000])
     depths: list[float] = field(default_factory=lambda: [0, 25, 50, 75, 100])
     halueval_items: int = 100
+    split: str = "eval"  # eval: the reported items; tune: the disjoint items parameters may be chosen on
+    per_family: int | None = None  # a seeded sample of this many items per family (None: all)
     seed: int = 42
     haystack: str = "paul-graham"
     template: str = "default"
@@ -60,7 +65,7 @@ def run_answer_bench(model, tokenizer, config: AnswerBenchConfig, out: str | Pat
     items = bench_items(tokenizer, families=config.families, lengths=config.lengths, depths=config.depths,
                         halueval_items=config.halueval_items, seed=config.seed, haystack=config.haystack,
                         template=config.template, chat=config.chat, qa_data=config.qa_data, heldout=config.heldout,
-                        max_context=max_ctx or None)
+                        max_context=max_ctx or None, split=config.split, per_family=config.per_family)
     answers = [{k: it[k] for k in ("id", "line", "context", "question", "answers")} for it in items]
     acfg = config.answer_config()
     summary = run_answer(model, tokenizer, acfg, out, items=answers, overwrite=overwrite, progress=progress)

@@ -59,6 +59,9 @@ class AnswerTrace:
     rauq_tokens: Sequence[float] = ()
     all_heads: bool = False
     stats: dict[str, Any] | None = None
+    sources: Sequence[int | None] = ()  # per token: the context character its copy came from (None: no context copy)
+    anchors: Sequence[int] = ()  # sorted context characters of the question's content words (`monitor/anchors.py`)
+    context_chars: int = 0
 
     @classmethod
     def from_record(cls, rec: dict) -> "AnswerTrace":
@@ -87,6 +90,7 @@ class Signal:
     stat: ClassVar[str | None] = None
     needs_all_heads: ClassVar[bool] = False
     supervised: ClassVar[bool] = False
+    ours: ClassVar[bool] = False  # a head-based signal of this toolkit besides the monitor: not a baseline to beat
     order: ClassVar[int] = 100
 
     def value(self, a: AnswerTrace, qualifier: str | None = None) -> float | None:
