@@ -13,7 +13,7 @@ from answer_helpers import CONTEXT, QUESTION, items
 from retrieval_heads.answer import get_method_class
 from retrieval_heads.answer.loop import decode
 from retrieval_heads.answer.passes import Pass
-from retrieval_heads.answer.support import contrast, needs_support, texts_match
+from retrieval_heads.answer.support import contrast, needs_support, token_match
 from retrieval_heads.capture.controller import AttentionController
 from retrieval_heads.capture.decoding import generate_batch
 from retrieval_heads.heads.masks import select_heads, to_ablate
@@ -120,8 +120,8 @@ def test_copy_keeps_or_reranks_within_top_k(answerer):
 
 
 def test_token_text_matching():
-    assert texts_match("athens", "ath") and texts_match("four", "four")
-    assert not texts_match("", "a") and not texts_match("tokyo", "athens")
+    assert token_match("athens", "ath") and token_match("four", "four") and token_match("ath", "athens")
+    assert not token_match("", "a") and not token_match("tokyo", "athens") and not token_match("to", "tokyo")
     assert needs_support(" Athens") and not needs_support(" the") and not needs_support(".")
 
 

@@ -79,6 +79,7 @@ def test_verdicts():
 def test_logit_baselines_and_rauq_by_hand():
     lp = [math.log(0.9), math.log(0.5), math.log(0.8)]
     b = logit_baselines(lp, [0.1, 2.0, 0.5])
+    assert b.pop("anchor") is None  # no context: the anchor signal is undefined
     assert b == pytest.approx({"mean_logprob": np.mean(lp), "min_logprob": math.log(0.5), "max_entropy": 2.0,
                                "mean_entropy": np.mean([0.1, 2.0, 0.5]), "n_tokens": 3})
     L, H = 3, 2

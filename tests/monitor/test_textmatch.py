@@ -10,7 +10,8 @@ from retrieval_heads.monitor.prompt import MonitorPrompt
 from retrieval_heads.monitor.recording import HeadSet, Recording
 from retrieval_heads.monitor.rules import absent_words, copied_verbatim, is_unsupported, verdict
 from retrieval_heads.monitor.score import make_token, report
-from retrieval_heads.monitor.textmatch import SlotTexts, copy_match, norm, texts_match, word_around, word_so_far
+from retrieval_heads.monitor.textmatch import (SlotTexts, copy_match, norm, texts_match, token_match, word_around,
+                                               word_so_far)
 
 CONTEXT = "The reading room opens at nine. Entry costs four euros. The keeper is Tobias Rennick in Athens."
 QUESTION = "Who is the keeper?"
@@ -41,6 +42,8 @@ def test_texts_and_words():
     assert norm("  Athens ") == "athens" and texts_match("athens", "ath") and not texts_match("", "a")
     assert copy_match("athens", "ath") and copy_match("4", "4")
     assert not copy_match("40", "4") and not copy_match("and", "a")  # a one-character prefix is no copy
+    assert not copy_match("to", "tokyo") and not copy_match("at", "athens")  # a short source is no copy of more
+    assert token_match("ath", "athens") and not token_match("to", "tokyo") and not token_match("in", "india")
     text = "in Athens, today"
     assert word_around(text, 3, 6) == "athens" and word_around(text, 5, 9) == "athens" and word_around(text, 9, 10) == ""
     answer = "Athens."
@@ -58,6 +61,9 @@ def test_slot_texts_match_across_token_boundaries():
     nick = next(i for i, t in enumerate(st.text) if t.startswith("nick"))
     assert st.word[nick] == "rennick" and st.matches(nick, "nick", "rennick")  # the context's word spans two tokens
     assert not st.matches(0, "ath", "ath")  # a template slot matches nothing
+    st2 = SlotTexts(_prompt(_pieces(" Athens", " in", " Tobias")))
+    inn = next(i for i, t in enumerate(st2.text) if t == "in")  # a short function word of the context ...
+    assert st2.word[inn] == "in" and not st2.matches(inn, "india", "india")  # ... is no copy of a longer answer word
 
 
 class _Stub:

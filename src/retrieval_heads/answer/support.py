@@ -2,9 +2,11 @@
 much attention they put on context tokens that hold a candidate, and the DeCoRe contrast shared by `decore` and
 `gated`.
 
-- Token text: a token's decoded text, stripped and case-folded; two texts match when both are non-empty and
-  one is a prefix of the other (so ` Athens` in the context matches an emitted `Ath`, and `Four` matches `four`;
-  `monitor/textmatch.py`, which the monitor's copy test also uses).
+- Token text: a token's decoded text, stripped and case-folded; a context token matches an emitted one when
+  they are equal, when the emitted text is a prefix of 2+ characters of the context token's (` Athens` in the
+  context matches an emitted `Ath`; `Four` matches `four`), or when a context token of 3+ characters that is no
+  function word begins the emitted one (`textmatch.token_match`); a short context token (` to`) never matches a
+  longer emitted one (`Tokyo`).
 - A token needs support only when its text holds a letter or digit and is no function word (the monitor's
   `STOPWORDS`); a token that needs none is supported.
 - Supported: some retrieval head's top-1 key (`Top1`) is a context or question slot whose text matches the
@@ -25,8 +27,8 @@ import numpy as np
 import torch
 
 from ..capture.recorders import Recorder, Rows
-from ..monitor.rules import STOPWORDS
-from ..monitor.textmatch import has_word_char, norm, texts_match
+from ..monitor.textmatch import STOPWORDS
+from ..monitor.textmatch import has_word_char, norm, token_match
 
 
 def needs_support(text: str) -> bool:
@@ -51,7 +53,7 @@ class PromptTexts:
     def slots_matching(self, token: int, kinds: tuple[str, ...] = ("context",)) -> np.ndarray:
         """Prompt slots of the given kinds whose text matches `token`'s."""
         t = self.of(token)
-        return np.array([i for i, (s, k) in enumerate(zip(self.text, self.kind)) if k in kinds and texts_match(s, t)],
+        return np.array([i for i, (s, k) in enumerate(zip(self.text, self.kind)) if k in kinds and token_match(s, t)],
                         dtype=np.int64)
 
 
@@ -89,7 +91,7 @@ def supported(run, top1: dict[int, torch.Tensor], token: int) -> bool:
     for l, hs in by_layer.items():
         slots = top1[l].reshape(-1).tolist()  # [h] in the recorder's head order (sorted)
         for s in slots:
-            if 0 <= s < len(texts.text) and texts.kind[s] in ("context", "question") and texts_match(texts.text[s], t):
+            if 0 <= s < len(texts.text) and texts.kind[s] in ("context", "question") and token_match(texts.text[s], t):
                 return True
     return False
 

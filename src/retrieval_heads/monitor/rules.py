@@ -27,14 +27,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .textmatch import WORD, texts_match
+from .textmatch import STOPWORDS, WORD, texts_match
 
 VERDICTS = ("supported", "partly unsupported", "unsupported", "nothing to check")
-STOPWORDS = frozenset(
-    "a an the of to in on at by for from with about as into onto is are was were be been being am it its this that "
-    "these those and or but if so than then there their they them he she his her him we our us you your i my me "
-    "do does did has have had not no yes which who whom whose what when where why how also very just can could "
-    "will would shall should may might must s".split())
 
 SHORT_WORDS = 12  # the longest answer, in words, that `copied_verbatim` can call supported
 _PREFIX = 4  # the shortest shared prefix that makes an inflected word present (`absent_words`)

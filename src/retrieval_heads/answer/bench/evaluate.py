@@ -41,8 +41,8 @@ def hallucinated(rec: dict, item: dict) -> bool:
     """A wrong, non-refusal answer (module docstring)."""
     if rec["abstained"] or is_refusal(rec["answer"]):
         return False
-    if item.get("common"):
-        return contains_answer(rec["answer"], item["common"])
+    if item.get("common"):  # the real-world answer given instead of the stated one (not both: that is right)
+        return not rec["correct"] and contains_answer(rec["answer"], item["common"])
     return not rec["correct"]
 
 
