@@ -81,6 +81,8 @@ def test_qa_2_items_are_the_suites_samples_split_into_context_and_question(tok, 
         assert it["family"] == "qa_2" and it["context"].startswith("Document 1:\n") and "Birch" not in it["context"]
         assert it["answers"][0].lower() in it["context"].lower() and it["question"].startswith("What flows past the town")
     assert items[2]["context"].count("Document ") > items[0]["context"].count("Document ")  # longer, more documents
+    # the eval split's rows only (even lines): never a question or paragraph of the tune split's rows (odd: 3)
+    assert all("Dunmore" not in it["context"] and "town 3" not in it["question"] for it in items)
 
 
 def test_the_bench_on_a_tiny_model(model, tok, model_dir, qa, tmp_path):

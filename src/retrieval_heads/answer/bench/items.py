@@ -15,8 +15,8 @@
 
 Two disjoint splits (`split`): `eval`, the items a method is reported on, and `tune`, the items its parameters may
 be chosen on (`rheads answer bench --split tune`): NIAH takes the `eval` needles against the `detect` ones, the
-counterfactual facts and the HaluEval rows alternate (even against odd positions in their files). `qa_2` has no
-tune split (it is refused there). `per_family` keeps a seeded sample of that many items of each family.
+counterfactual facts and the HaluEval rows alternate (even against odd positions in their files); `qa_2` draws its
+questions and distractors from the even rows only, and has no tune split (it is refused there). `per_family` keeps a seeded sample of that many items of each family.
 
 Left out on purpose: fitting anything here (the bench only builds the items a tuning run or a report uses).
 """
@@ -100,7 +100,8 @@ def qa2_items(tokenizer, lengths: list[int], per_length: int, seed: int, chat: b
 
     task, prompt, shared, out = get_task("qa_2"), PromptBuilder(tokenizer, chat), {}, []
     for n in lengths:
-        ctx = TaskContext(target=n, qa_data=qa_data, heldout=heldout, seed=seed, _cache=shared)
+        ctx = TaskContext(target=n, qa_data=qa_data, heldout=heldout, seed=seed, _cache=shared,
+                          qa_keep=lambda r: r.line % 2 == 0)  # the eval split's rows only: none a tune row
         for i in range(per_length):
             s = make_sample(task, ctx, prompt, n, i, seed)
             context, question, gold = task.parts(ctx, sample_seed(seed, task.name, n, i), s.units, i)

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 DEPTHS = [round(100 * i / 39) for i in range(40)]  # RULER: 40 evenly spaced depths, 0-100 percent
@@ -79,6 +80,7 @@ class TaskContext:
     qa_data: str | None = None  # HaluEval QA jsonl; None: <cache>/data/dataset_halueval_qa.jsonl
     heldout: str | None = None  # reserved rows file; None: ../shared/data/halueval_qa_heldout_rows.txt
     seed: int = 42
+    qa_keep: Callable[[Any], bool] | None = field(default=None, repr=False)  # which QA rows qa_2 may use (all: None)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def essay_words(self) -> list[str]:

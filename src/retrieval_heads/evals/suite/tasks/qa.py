@@ -29,7 +29,7 @@ class QA(SuiteTask):
 
     def rows(self, ctx):
         if "qa_rows" not in ctx._cache:
-            rows = load_rows(ctx.qa_data, ctx.heldout)
+            rows = [r for r in load_rows(ctx.qa_data, ctx.heldout) if ctx.qa_keep is None or ctx.qa_keep(r)]
             order = list(range(len(rows)))
             random.Random(sample_seed(ctx.seed, self.name, "order")).shuffle(order)
             ctx._cache["qa_rows"] = (rows, order)
