@@ -7,8 +7,12 @@ model's profile with the first one's; `format_scale_table` prints it as Markdown
 compared on `bins` equal bins of relative depth (each layer's score mass goes to the bin of its relative depth,
 and each bin is the mean over the layers in it), so a 24-layer and a 28-layer model line up.
 
-Left out on purpose: significance of the difference in shares (two models, one detection run each), and
-per-head matching across sizes (heads of different models are not the same heads).
+`share_ci(scores)` and `share_diff_ci(a, b)` give bootstrap 95% intervals of the share of heads above the
+threshold, resampling each run's counted samples (the head scores are recomputed as means over the drawn samples);
+the difference resamples the two runs independently (their counted samples need not be the same probes).
+
+Left out on purpose: significance tests, and per-head matching across sizes (heads of different models are not
+the same heads).
 """
 
 from __future__ import annotations
@@ -70,3 +74,38 @@ def format_scale_table(rows: Sequence[dict[str, Any]]) -> str:
                      f"{q['0.9']:.3f} | {q['0.99']:.3f} | {q['1.0']:.3f} | {r['top_depth_mean']:.2f}, "
                      f"{r['top_depth_median']:.2f} | {'-' if rho is None else f'{rho:.2f}'} |")
     return "\n".join(lines)
+
+
+def _samples(scores: HeadScores) -> np.ndarray:
+    """[S, L, H] per-sample scores (heads of a run hold one score per counted sample)."""
+    if scores.counts is not None:
+        raise ValueError("per-head means only (an atlas entry): no samples to resample")
+    L, H = scores.num_layers, scores.num_heads
+    return np.stack([np.array([scores.per_sample[(l, h)] for h in range(H)]) for l in range(L)], axis=-1).transpose(
+        1, 0, 2) if L and H else np.zeros((0, L, H))  # [L, H, S] -> [S, L, H]
+
+
+def _boot_shares(x: np.ndarray, threshold: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """[n_boot] share of heads whose mean over a resample of the S samples of x [S, L, H] is above threshold."""
+    S = x.shape[0]
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        m = x[rng.integers(0, S, size=S)].mean(axis=0)  # [L, H]
+        out[b] = (m > threshold).mean()
+    return out
+
+
+def share_ci(scores: HeadScores, threshold: float = 0.1, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """[low, high] of the share of heads above `threshold`, resampling the run's counted samples."""
+    b = _boot_shares(_samples(scores), threshold, n_boot, np.random.default_rng(seed))
+    return [float(x) for x in np.percentile(b, [2.5, 97.5])]
+
+
+def share_diff_ci(a: HeadScores, b: HeadScores, threshold: float = 0.1, n_boot: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """{"diff": share(b) - share(a), "ci": [low, high]}: the two runs resampled independently."""
+    rng = np.random.default_rng(seed)
+    xa, xb = _samples(a), _samples(b)
+    d = _boot_shares(xb, threshold, n_boot, rng) - _boot_shares(xa, threshold, n_boot, rng)
+    diff = float((xb.mean(axis=0) > threshold).mean() - (xa.mean(axis=0) > threshold).mean())
+    return {"diff": diff, "ci": [float(x) for x in np.percentile(d, [2.5, 97.5])]}

@@ -4,6 +4,8 @@
 `rheads compare A --split-length [N]` compares the heads found on short against long contexts within run A
 (split at N tokens, default the median length). Both write compare.json and scatter.png to `--out`.
 `rheads report RUN... --out DIR` writes the offline report (see report.py).
+`rheads scale RUN... --out DIR` writes the scale table of runs of one family at several sizes (analysis/scale.py):
+scale.json and the Markdown table, with bootstrap intervals of the shares and of each share minus the first's.
 
 Left out on purpose: anything the library does not do; no model is loaded, everything comes from run files.
 """
@@ -74,6 +76,35 @@ def cmd_compare(a) -> None:
     print(f"\nresults in {out}/ (compare.json, scatter.png)")
 
 
+def cmd_scale(a) -> None:
+    import json
+
+    from ..analysis.runs import load_run
+    from ..analysis.scale import format_scale_table, scale_row, scale_table, share_ci, share_diff_ci
+
+    if len(a.runs) < 2:
+        raise RHeadsError("rheads scale compares sizes: give two or more runs (the first is the reference)")
+    runs = [load_run(p) for p in a.runs]
+    for r in runs:
+        if r.scores.counts is not None:
+            raise RHeadsError(f"{r.name}: per-head means only (an atlas entry); rheads scale needs a run's samples")
+    rows = scale_table([scale_row(r.name, r.scores) for r in runs])
+    for r, run in zip(rows, runs):
+        r["share_above_0.1_ci"] = share_ci(run.scores)
+        r["minus_first"] = None if run is runs[0] else share_diff_ci(runs[0].scores, run.scores)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scale.json").write_text(json.dumps({"runs": list(a.runs), "rows": rows}, indent=1))
+    print(format_scale_table(rows))
+    for r in rows:
+        lo, hi = r["share_above_0.1_ci"]
+        d = r["minus_first"]
+        tail = "" if d is None else (f"; minus {rows[0]['model']}: {100 * d['diff']:+.1f} points "
+                                     f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}]")
+        print(f"{r['model']}: above 0.1 {100 * r['share_above_0.1']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]{tail}")
+    print(f"\nresults in {out}/scale.json")
+
+
 def cmd_report(a) -> None:
     from ..analysis.properties import PropertiesConfig
     from ..viz.report.build import build_report
@@ -103,6 +134,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--split-length", type=_split_arg, nargs="?", const="median", default=None, metavar="N",
                    help="one run: short = length <= N tokens, long = the rest (no N: the median length)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("scale", help="the scale table: runs of one family at several sizes, side by side",
+                       description="Share of heads above 0.1 and 0.05 (with bootstrap intervals over each run's "
+                       "counted samples), score quantiles, the depth of the top-20 heads and the per-layer profile "
+                       "on a common relative-depth grid, for detection runs of models of different sizes.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories of `rheads detect` (the first is the "
+                   "reference)")
+    p.add_argument("--out", default="runs/scale", help="where scale.json goes (default: %(default)s)")
+    p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("report", help="one offline HTML report (and summary.md) of the properties over several runs",
                        description="Sparse, universal, intrinsic and dynamic properties of the retrieval heads of "
