@@ -3,7 +3,8 @@
 - `bootstrap_ci(values)`: percentile interval of the mean, resampling the values with replacement;
 - `bootstrap_ci_seeds(groups)`: two-level: resample the seeds (groups), then the samples within each drawn
   group, so the interval covers both which heads were drawn and which samples were probed;
-- `paired_diff_ci(a, b)`: interval of mean(a - b) over paired samples (the same cells or items);
+- `paired_diff_ci(a, b)`: interval of mean(a - b) over paired samples (the same cells or items); with `groups`,
+  a cluster bootstrap that resamples whole groups of samples that are not independent (`group_weights`);
   `format_diff` writes such a difference as '+x [lo, hi]'.
 Each uses `n_boot` resamples from a fixed seed, so the same numbers give the same interval.
 
@@ -49,11 +50,32 @@ def bootstrap_ci_seeds(groups: Sequence[Sequence[float]], n_boot: int = N_BOOT, 
     return [_round(lo), _round(hi)]
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT, seed: int = 0) -> list[float] | None:
-    """[low, high] of mean(a - b) over paired samples."""
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
+                   groups: Sequence | None = None) -> list[float] | None:
+    """[low, high] of mean(a - b) over paired samples; with `groups` (one label per sample: samples that share a
+    question, a needle at several lengths), whole groups are resampled (`group_weights`)."""
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-    return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), n_boot, seed)
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if groups is None:
+        return bootstrap_ci(d, n_boot, seed)
+    if d.size == 0:
+        return None
+    w = group_weights(groups, n_boot, seed)  # [n_boot, n]
+    means = (w * d).sum(axis=1) / w.sum(axis=1)  # [n_boot]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [_round(lo), _round(hi)]
+
+
+def group_weights(groups: Sequence, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """[n_boot, n] the cluster bootstrap's weights: each resample draws as many groups as there are, with
+    replacement, and each sample weighs as often as its group was drawn."""
+    labels, inv = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)  # inv [n]
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(labels), size=(n_boot, len(labels)))  # [n_boot, G]
+    counts = np.zeros((n_boot, len(labels)))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), len(labels)), drawn.ravel()), 1.0)
+    return counts[:, inv]  # [n_boot, n]
 
 
 def format_diff(d: dict | None, fmt: str = "{:+.1f}") -> str:

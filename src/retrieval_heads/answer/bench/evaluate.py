@@ -8,7 +8,9 @@ Per method and family (and `all`):
   the wrong withheld-or-given answers, the share withheld (null when the method never abstains);
 - `time_ratio`: mean seconds per item over greedy's on the same items;
 - `vs_greedy`, `vs_best_contrast`: the accuracy difference, paired over items, against greedy and against the
-  better of `cad` and `decore` (by accuracy over all items), with a bootstrap 95% interval.
+  better of `cad` and `decore` (by accuracy over all items), with a bootstrap 95% interval that resamples whole
+  questions (a needle, fact or row asked at several lengths is one cluster, `group_of`); the AUROC intervals below
+  resample the same clusters.
 The monitor on natural errors (greedy's answers, per family): AUROC of wrong against right answers for the
 monitor's hallucination score, the negated mean log-probability, the mean entropy, RAUQ (from the report's pass,
 every head recorded) and the answer length in tokens,
@@ -64,18 +66,29 @@ def method_figures(recs: list[dict], items: dict[str, dict], greedy: dict[str, d
            "abstention_precision": _r(np.mean([_withheld_wrong(r, items[r["id"]]) for r in abst])) if abst else None,
            "abstention_recall": _r(sum(r["abstained"] for r in wrong) / len(wrong)) if wrong and abst else None,
            "mean_seconds": _r(np.mean([r["seconds"] for r in recs]))}
-    if greedy:
-        g = [greedy[r["id"]]["seconds"] for r in recs if r["id"] in greedy]
-        out["time_ratio"] = _r(out["mean_seconds"] / np.mean(g), 3) if g and np.mean(g) > 0 else None
+    if greedy:  # on the items both answered
+        both = [r for r in recs if r["id"] in greedy]
+        g = [greedy[r["id"]]["seconds"] for r in both]
+        out["time_ratio"] = _r(np.mean([r["seconds"] for r in both]) / np.mean(g), 3) \
+            if g and np.mean(g) > 0 else None
     return out
 
 
-def paired_accuracy(a: list[dict], b: dict[str, dict]) -> dict[str, Any] | None:
-    pairs = [(float(bool(r["correct"])), float(bool(b[r["id"]]["correct"]))) for r in a if r["id"] in b]
-    if not pairs:
+def group_of(item: dict) -> str:
+    """The cluster an item belongs to for the bootstrap: its question (a needle, a fact or a HaluEval row asked at
+    several lengths gives items that are not independent)."""
+    return " ".join(str(item.get("question", item.get("id"))).casefold().split())
+
+
+def paired_accuracy(a: list[dict], b: dict[str, dict], items: dict[str, dict] | None = None) -> dict[str, Any] | None:
+    keep = [r for r in a if r["id"] in b]
+    if not keep:
         return None
-    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
-    return {"diff": _r(np.mean(x) - np.mean(y)), "ci95": paired_diff_ci(x, y), "n": len(pairs)}
+    x = [float(bool(r["correct"])) for r in keep]
+    y = [float(bool(b[r["id"]]["correct"])) for r in keep]
+    groups = None if items is None else [group_of(items[r["id"]]) for r in keep]
+    return {"diff": _r(np.mean(x) - np.mean(y)), "ci95": paired_diff_ci(x, y, groups=groups), "n": len(keep),
+            "groups": None if groups is None else len(set(groups))}
 
 
 def risk_coverage(recs: list[dict]) -> list[dict]:
@@ -93,12 +106,18 @@ def risk_coverage(recs: list[dict]) -> list[dict]:
 OURS = ("monitor", "anchor")  # the head-based signals; the rest are the baselines they are compared with
 
 
-def natural_errors(recs: list[dict]) -> dict[str, Any]:
-    """The monitor against the logit baselines on greedy's own answers (module docstring)."""
-    from ...monitor.bench.metrics import detection, paired_auroc_diff
+def natural_errors(recs: list[dict], items: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The monitor against the logit baselines on greedy's own answers (module docstring); with `items`, the
+    intervals resample whole questions (`group_of`)."""
+    from ...monitor.bench.metrics import detection as _detection, paired_auroc_diff
 
     keep = [r for r in recs if r["correct"] is not None and r["new_tokens"]]
     y = [int(not r["correct"]) for r in keep]
+    groups = None if items is None else [group_of(items[r["id"]]) for r in keep]
+
+    def detection(yy, ss, idx=None):
+        g = groups if idx is None or groups is None else [groups[i] for i in idx]
+        return _detection(yy, ss, groups=g)
     def stat(r: dict, k: str) -> float:
         v = (r.get("monitor_baselines") or {}).get(k)
         return np.nan if v is None else float(v)
@@ -113,12 +132,13 @@ def natural_errors(recs: list[dict]) -> dict[str, Any]:
     base = {k: v["auroc"] for k, v in out["signals"].items() if k not in OURS and v["auroc"] is not None}
     if base and out["signals"]["monitor"]["auroc"] is not None:
         best = max(base, key=base.get)
-        out["monitor_minus_best"] = {"baseline": best, **paired_auroc_diff(y, signals["monitor"], signals[best])}
+        out["monitor_minus_best"] = {"baseline": best, **paired_auroc_diff(y, signals["monitor"], signals[best],
+                                                                           groups=groups)}
     sup = [i for i, r in enumerate(keep) if r.get("verdict") == "supported"]  # the copies the copy test passed
     ys = [y[i] for i in sup]
     out["supported"] = {"n": len(sup), "wrong": int(sum(ys)),
-                        "anchor": detection(ys, [signals["anchor"][i] for i in sup]),
-                        "monitor": detection(ys, [signals["monitor"][i] for i in sup])}
+                        "anchor": detection(ys, [signals["anchor"][i] for i in sup], sup),
+                        "monitor": detection(ys, [signals["monitor"][i] for i in sup], sup)}
     return out
 
 
@@ -138,13 +158,13 @@ def evaluate(records: list[dict], items: list[dict], methods: list[str]) -> dict
         best = max(contrasts, key=lambda c: np.mean([bool(r["correct"]) for r in recs[c]])) if contrasts else None
         for m in methods:
             if greedy and m != "greedy":
-                table[m]["vs_greedy"] = paired_accuracy(mine(recs[m]), greedy)
+                table[m]["vs_greedy"] = paired_accuracy(mine(recs[m]), greedy, by_id)
             if best and m != best:
                 table[m]["vs_best_contrast"] = {"against": best, **(paired_accuracy(
-                    mine(recs[m]), {r["id"]: r for r in recs[best]}) or {})}
+                    mine(recs[m]), {r["id"]: r for r in recs[best]}, by_id) or {})}
         out["families"][fam] = table
         if greedy:
-            out["natural_errors"][fam] = natural_errors(mine(recs["greedy"]))
+            out["natural_errors"][fam] = natural_errors(mine(recs["greedy"]), by_id)
             out["risk_coverage"][fam] = risk_coverage(mine(recs["greedy"]))
     return out
 

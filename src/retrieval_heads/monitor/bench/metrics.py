@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from ...analysis.stats import N_BOOT
+from ...analysis.stats import N_BOOT, group_weights
 
 MIN_PER_CLASS = 5
 
@@ -41,8 +41,11 @@ def _valid(y: Sequence[int], *scores: Sequence[float]) -> np.ndarray:
     return keep
 
 
-def _counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n] how often each item is drawn in each resample (with replacement)."""
+def _counts(n: int, n_boot: int, seed: int, groups: Sequence | None = None) -> np.ndarray:
+    """[n_boot, n] how often each item is drawn in each resample (with replacement); with `groups` (one label per
+    item), whole groups are drawn (`analysis.stats.group_weights`)."""
+    if groups is not None:
+        return group_weights(groups, n_boot, seed)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))  # [B, n]
     out = np.zeros((n_boot, n), dtype=np.float64)
@@ -78,28 +81,31 @@ def precision_at_recall(y: Sequence[int], s: Sequence[float], recall: float = 0.
     return float(p[r >= recall].max())
 
 
-def detection(y: Sequence[int], s: Sequence[float], *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
-    """{"n", "positives", "auroc", "auroc_ci", "p_at_r80"} of one detector."""
+def detection(y: Sequence[int], s: Sequence[float], *, n_boot: int = N_BOOT, seed: int = 0,
+              groups: Sequence | None = None) -> dict:
+    """{"n", "positives", "auroc", "auroc_ci", "p_at_r80"} of one detector (`groups`: a cluster bootstrap)."""
     y, s = np.asarray(y, dtype=int), np.asarray(s, dtype=float)
     keep = _valid(y, s)
     y, s = y[keep], s[keep]
+    g = None if groups is None else [x for x, k in zip(groups, keep) if k]
     out = {"n": int(len(y)), "positives": int(y.sum()), "auroc": None, "auroc_ci": None, "p_at_r80": None}
     if not enough(y):
         return out
-    boots = _boot_auc(y, s, _counts(len(y), n_boot, seed))
+    boots = _boot_auc(y, s, _counts(len(y), n_boot, seed, g))
     out.update(auroc=_r(roc_auc_score(y, s)), auroc_ci=_ci(boots), p_at_r80=_r(precision_at_recall(y, s)))
     return out
 
 
 def paired_auroc_diff(y: Sequence[int], a: Sequence[float], b: Sequence[float], *, n_boot: int = N_BOOT,
-                      seed: int = 0) -> dict:
-    """AUROC(a) - AUROC(b) on the same answers, with the interval from shared resamples."""
+                      seed: int = 0, groups: Sequence | None = None) -> dict:
+    """AUROC(a) - AUROC(b) on the same answers, with the interval from shared resamples (`groups`: clustered)."""
     y, a, b = np.asarray(y, dtype=int), np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = _valid(y, a, b)
     y, a, b = y[keep], a[keep], b[keep]
+    g = None if groups is None else [x for x, k in zip(groups, keep) if k]
     if not enough(y):
         return {"n": int(len(y)), "diff": None, "ci": None}
-    w = _counts(len(y), n_boot, seed)
+    w = _counts(len(y), n_boot, seed, g)
     diffs = _boot_auc(y, a, w) - _boot_auc(y, b, w)
     return {"n": int(len(y)), "diff": _r(roc_auc_score(y, a) - roc_auc_score(y, b)), "ci": _ci(diffs)}
 
