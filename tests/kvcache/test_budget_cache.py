@@ -152,18 +152,25 @@ def test_a_small_budget_matches_the_masked_oracle(family, policy, budget):
 
 
 def test_batch_rows_match_single_prompts():
-    """Rows of a left-padded batch are independent: each row of the batch gives what it gives alone with the same
-    padding (the same width, so the same allotment; its picks come from its own real tokens)."""
+    """Rows of a left-padded batch are independent: each row of the batch gives what its real tokens give alone,
+    unpadded (its own length's allotment, its picks from its own tokens), and keeps within the budget of its own
+    length, whatever rows stand beside it."""
     model = use_rheads(_model("llama"))
     scores = _scores(model)
     pads = (0, 7, 15)
     ids, mask = _batch(pads=pads)
-    for policy, budget in (("snapkv", 0.4), ("headkv", 0.4), ("hybrid", 0.5)):
-        together, lt = _generate(model, ids, mask, _cache(model, policy, budget, scores))
-        for b in range(len(pads)):
-            alone, la = _generate(model, ids[b:b + 1], mask[b:b + 1], _cache(model, policy, budget, scores))
+    for policy, budget in (("snapkv", 0.4), ("headkv", 0.4), ("hybrid", 0.5), ("retrieval", 0.5),
+                           ("streaming", 0.3)):
+        cache = _cache(model, policy, budget, scores)
+        together, lt = _generate(model, ids, mask, cache)
+        kept = _kept_masks(cache, len(pads), N, pads)
+        for b, p in enumerate(pads):
+            alone, la = _generate(model, ids[b:b + 1, p:], mask[b:b + 1, p:], _cache(model, policy, budget, scores))
             assert torch.equal(together[b], alone[0]), (policy, b)
             assert torch.allclose(lt[:, b], la[:, 0], atol=1e-4)
+            held = sum(int(m[b].sum()) for m in kept.values())
+            KV = model.config.num_key_value_heads
+            assert held <= max(int(np.floor(budget * (N - p))), 1) * KV * len(kept), (policy, b, held)
 
 
 # ------------------------------------------------------------------------------------------- SnapKV's pick

@@ -13,8 +13,10 @@ policy's allocator, `policies/`). A `SelectLayer.update` returns a `SelectKV`; t
   plus the window itself (Li et al. 2024; defaults `SNAP_WINDOW` = 32, `SNAP_KERNEL` = 7);
 - decoding (one token per call): per KV head, its G query heads attend to that head's kept entries plus the new
   token (padding rows' pad entries masked), and the new token is appended to every head.
-Per batch row the picks are its own (left padding is never picked: its score is -inf); every row keeps the
-same count per head, so a row with fewer real tokens holds masked entries. Bytes: `nbytes()` is what the layer
+Per batch row the picks are its own: a row of a left-padded batch picks from its own real tokens with the
+allotment of its own length, as it would alone and unpadded (so each row stays within its budget, and its answer
+does not depend on the rows beside it); per head the rows are padded to the longest count with entries never
+attended. Bytes: `nbytes()` is what the layer
 holds (`select_bytes` is the formula the tests check it against).
 
 Refused in one line: a prompt fed in chunks (the pick needs the whole prompt in one call), a multi-token call
@@ -164,13 +166,57 @@ class SelectLayer(CacheLayerMixin):
         if captured is not None:  # a shared prefill (`shared.py`): keep what every policy's pick needs, pick nothing
             captured[self.layer_idx] = (query[:, :, -self.cache.window:], keys, values, real, scaling)
             return
-        al: Allotment = self.cache.allotment(n)
+        lens = real.sum(dim=1)  # [B] real tokens per row
+        if bool((lens == n).all()):  # no padding: one pick for the whole batch
+            picks = self._pick(query, keys, real, scaling, self.cache.allotment(n))
+        else:  # each row picks from its own real tokens with its own length's allotment (a row alone, unpadded)
+            picks = self._rows(query, keys, real, scaling, lens)
+        self.k, self.v, self.valid, self.kept = [], [], [], []
+        for h, (idx, ok) in enumerate(picks):
+            gather = idx[:, :, None].expand(B, idx.shape[1], keys.shape[-1])
+            self.k.append(keys[:, h].gather(1, gather))  # [B, c, D]
+            self.v.append(values[:, h].gather(1, idx[:, :, None].expand(B, idx.shape[1], values.shape[-1])))
+            self.valid.append(ok)
+            self.kept.append(torch.where(ok, idx, -1))
+
+    def _rows(self, query: torch.Tensor, keys: torch.Tensor, real: torch.Tensor, scaling: float,
+              lens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per KV head (idx [B, c], ok [B, c]) of a left-padded batch: each row's pick on its real suffix, shifted
+        to the padded slots, padded to the longest row's count with entries that are never attended (ok False)."""
+        B, KV, n, _ = keys.shape
+        m = query.shape[2]
+        per_row = []
+        for b in range(B):
+            nb = int(lens[b])
+            if nb < 1 or not bool(real[b, n - nb:].all()):
+                raise RHeadsError("the budget KV cache needs left-padded batches (every row's real tokens last): "
+                                  "pad on the left, or use --batch-size 1")
+            qb = query[b:b + 1, :, max(0, m - nb):]  # the row's own queries among the last m slots
+            ones = torch.ones(1, nb, dtype=torch.bool, device=keys.device)
+            picks = self._pick(qb, keys[b:b + 1, :, n - nb:], ones, scaling, self.cache.allotment(nb))
+            per_row.append([(idx + (n - nb), ok) for idx, ok in picks])
+        out = []
+        for h in range(KV):
+            c = max(r[h][0].shape[1] for r in per_row)
+            idx = torch.zeros(B, c, dtype=torch.long, device=keys.device)
+            ok = torch.zeros(B, c, dtype=torch.bool, device=keys.device)
+            for b, r in enumerate(per_row):
+                i, o = r[h]
+                idx[b, : i.shape[1]], ok[b, : o.shape[1]] = i[0], o[0]
+            out.append((idx, ok))
+        return out
+
+    def _pick(self, query: torch.Tensor, keys: torch.Tensor, real: torch.Tensor, scaling: float,
+              al: Allotment) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per KV head (idx [B, c], ok [B, c]): the prompt slots it keeps under the allotment `al`, and which of
+        them are real tokens."""
+        B, KV, n, _ = keys.shape
         modes, counts = al.modes[self.layer_idx], al.counts[self.layer_idx]
         cache = self.cache
         scores = None
         if (modes == SNAP).any():
             scores = snap_scores(query, keys, real, cache.window, cache.kernel, scaling)  # [B, KV, n - w]
-        self.k, self.v, self.valid, self.kept = [], [], [], []
+        out = []
         ar = torch.arange(n, device=keys.device)
         for h in range(KV):
             c = int(min(counts[h], n))
@@ -192,12 +238,8 @@ class SelectLayer(CacheLayerMixin):
                 sidx, sok = _sinks(real, s, n - r)  # [B, s]
                 idx = torch.cat([sidx, ar[n - r:].expand(B, r)], dim=1)  # [B, c]
                 ok = torch.cat([sok, real[:, n - r:]], dim=1)
-            gather = idx[:, :, None].expand(B, idx.shape[1], keys.shape[-1])
-            self.k.append(keys[:, h].gather(1, gather))  # [B, c, D]
-            self.v.append(values[:, h].gather(1, idx[:, :, None].expand(B, idx.shape[1], values.shape[-1])))
-            self.valid.append(ok)
-            self.kept.append(torch.where(ok, idx, -1))
-
+            out.append((idx, ok))
+        return out
 
     def load(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, real: torch.Tensor,
              scaling: float) -> None:
