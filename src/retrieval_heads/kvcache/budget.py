@@ -15,7 +15,7 @@ Tokens generated after the prompt are kept by every head, as in SnapKV and kvpre
 compressed prompt (the share over prompt + answer is at most b + t / (n + t) for t new tokens).
 
 The allocators (each policy in `policies/` calls one):
-- `uniform_snap(n, b, ...)`: every head the same count, floor(b * n) (at least the observation window);
+- `uniform_snap(n, b, ...)`: every head the same count, floor(b * n), at least 1 (the window shrinks to fit the count);
 - `weighted_snap(n, b, weights, ...)`: HeadKV: each head a floor of the window, the rest of the total shared in
   proportion to the head's weight (its retrieval score), capped at n, a capped head's surplus shared again;
 - `full_then(n, b, order, rest, ...)`: the first heads of `order` keep everything, as many as the budget allows
@@ -68,7 +68,7 @@ def _empty(shape: tuple[int, int], n: int) -> Allotment:
 
 
 def uniform_snap(n: int, budget: float, usable: np.ndarray, KV: int, window: int) -> Allotment:
-    """Every KV head of a full-attention layer SNAP with floor(b * n) positions (at least min(n, window))."""
+    """Every KV head of a full-attention layer SNAP with floor(b * n) positions (at least 1)."""
     out = _empty((len(usable), KV), n)
     k = min(n, max(1, int(np.floor(budget * n))))
     out.modes[usable] = SNAP if k < n else FULL
