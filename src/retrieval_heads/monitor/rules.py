@@ -10,7 +10,8 @@ are echoes of the question, which are unsupported, and the one verdict of an ans
 - unsupported tokens: content tokens, no echo, that no head of the set copied from the context (copy = 0: the
   paper's notion, free of the scale of any score); and, whatever the heads did, every content token whose word
   is absent from the context and the question (`absent_words`: an invented name is never supported; a word is
-  present when it occurs there, or when it or a word there is a prefix of the other, the shorter of 4 or more characters: `euro`, `euros`);
+  present when it occurs there, or when it or a word there is a prefix of the other, the shorter of 4 or more
+  characters: `euro`, `euros`);
 - a short answer copied verbatim (`copied_verbatim`: at most `SHORT_WORDS` words, its words a contiguous run of
   the context's words, case-folded) has no unsupported token: "Four euros." from "... costs four euros ...";
 - the verdict (`verdict`): `supported` (no unsupported token among the content, non-echo tokens), `partly
