@@ -12,7 +12,8 @@ context; `Ath` + `ens` in the answer), and the answer-level text rules (`rules.p
 - `SlotTexts(prompt)`: per prompt slot of the context or question, its token's text and its word, from the
   prompt's character offsets (the exact characters, no re-decoding). `matches(slot, piece, word)`: the emitted
   token (`piece`, its text; `word`, its word so far) matches the slot when the token texts match or the words
-  do (a function word of the context, `STOPWORDS`, matches by its token text only). Only tokens that hold a letter or digit match by text; the others match by token id alone (the caller's).
+  do (a function word of the context, `STOPWORDS`, matches by its token text only). Only tokens that hold a
+  letter or digit match by text; the others match by token id alone (the caller's).
 
 Left out on purpose: paraphrase, number words against digits ("four" against "4"), and inflection beyond a
 prefix (the word rules in `rules.py` allow a prefix of 4 or more characters).

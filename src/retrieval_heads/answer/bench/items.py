@@ -16,7 +16,8 @@
 Two disjoint splits (`split`): `eval`, the items a method is reported on, and `tune`, the items its parameters may
 be chosen on (`rheads answer bench --split tune`): NIAH takes the `eval` needles against the `detect` ones, the
 counterfactual facts and the HaluEval rows alternate (even against odd positions in their files); `qa_2` draws its
-questions and distractors from the even rows only, and has no tune split (it is refused there). `per_family` keeps a seeded sample of that many items of each family.
+questions and distractors from the even rows only, and has no tune split (it is refused there). `per_family` keeps
+a seeded sample of that many items of each family.
 
 Left out on purpose: fitting anything here (the bench only builds the items a tuning run or a report uses).
 """

@@ -177,7 +177,8 @@ def _goals(subsets: dict[str, dict]) -> dict[str, Any]:
             continue
         kinds = {n: signal_of(n) for n in t}
         sup = {n for n, k in kinds.items() if k is not None and k[0].supervised}
-        own = {n for n, k in kinds.items() if k is not None and (k[0].ours or k[0].per_head_set and k[1] in MONITOR_SETS)}
+        own = {n for n, k in kinds.items()
+               if k is not None and (k[0].ours or k[0].per_head_set and k[1] in MONITOR_SETS)}
         base = {n: r["monitor_minus"] for n, r in t.items() if "monitor_minus" in r and n not in sup | own}
         closest = min((b for b in base.items() if b[1]["diff"] is not None), key=lambda b: b[1]["diff"], default=None)
         look = {n: r["monitor_minus"] for n, r in t.items() if n in sup and "monitor_minus" in r}
