@@ -157,6 +157,28 @@ def test_copy_reranks_to_more_attended_candidates_only_when_greedy_is_unsupporte
     assert seen  # the tiny model's answers do get re-ranked
 
 
+def test_ending_the_answer_needs_no_support(answerer):
+    """An end-of-answer token is always supported, so `copy` and `gated` never re-rank it away (they did: every
+    SmolLM2 answer of `copy` ran to the token limit, its `<|im_end|>` holding letters)."""
+    from retrieval_heads.answer.support import supported
+
+    cls = get_method_class("copy")
+    checked = []
+
+    class Checked(cls):
+        def step(self, run):
+            c = super().step(run)  # the base pass has run: its recorders hold this step's top-1 keys
+            top = run.passes["base"].last(self.top1)
+            for e in run.eos:
+                assert supported(run, top, e)
+                checked.append(e)
+            return c
+
+    it = items(1)[0]
+    answerer.answer(Checked(), it["context"], it["question"], 4)
+    assert checked
+
+
 def test_gated_runs_the_masked_pass_only_at_unsupported_steps(answerer, model, scores):
     ablate = to_ablate(select_heads("top:2", 3, 4, scores=scores))
     gated = steps = 0

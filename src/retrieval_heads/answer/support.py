@@ -8,7 +8,8 @@ much attention they put on context tokens that hold a candidate, and the DeCoRe 
   function word begins the emitted one (`textmatch.token_match`); a short context token (` to`) never matches a
   longer emitted one (`Tokyo`).
 - A token needs support only when its text holds a letter or digit and is no function word (the monitor's
-  `STOPWORDS`); a token that needs none is supported.
+  `STOPWORDS`), and it is no end-of-answer or special token (`<|im_end|>` holds letters, but ending the answer
+  copies nothing); a token that needs none is supported.
 - Supported: some retrieval head's top-1 key (`Top1`) is a context or question slot whose text matches the
   token's (an echo of the question is no invention).
 - Candidate mass: the score-weighted sum over retrieval heads of their attention on the context slots whose text
@@ -43,6 +44,7 @@ class PromptTexts:
         self.tokenizer = tokenizer
         self.text = [norm(tokenizer.decode([t])) for t in prompt.input_ids]
         self.kind = list(prompt.source_kind)  # "context", "question" or ""
+        self.special = set(getattr(tokenizer, "all_special_ids", None) or [])  # never in need of support
         self._cache: dict[int, str] = {}
 
     def of(self, token: int) -> str:
@@ -84,6 +86,8 @@ def heads_by_layer(heads: list[tuple[int, int]]) -> dict[int, list[int]]:
 def supported(run, top1: dict[int, torch.Tensor], token: int) -> bool:
     """Module docstring: does any retrieval head's top-1 slot hold a context/question token matching `token`?"""
     texts = run.texts
+    if int(token) in run.eos or int(token) in texts.special:  # ending the answer, or a template token
+        return True
     if not needs_support(texts.tokenizer.decode([int(token)])):
         return True
     t = texts.of(token)
