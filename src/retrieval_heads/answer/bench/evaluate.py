@@ -118,6 +118,7 @@ def natural_errors(recs: list[dict], items: dict[str, dict] | None = None) -> di
     def detection(yy, ss, idx=None):
         g = groups if idx is None or groups is None else [groups[i] for i in idx]
         return _detection(yy, ss, groups=g)
+
     def stat(r: dict, k: str) -> float:
         v = (r.get("monitor_baselines") or {}).get(k)
         return np.nan if v is None else float(v)
