@@ -71,11 +71,16 @@ def group_weights(groups: Sequence, n_boot: int = N_BOOT, seed: int = 0) -> np.n
     """[n_boot, n] the cluster bootstrap's weights: each resample draws as many groups as there are, with
     replacement, and each sample weighs as often as its group was drawn."""
     labels, inv = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)  # inv [n]
+    return draw_counts(len(labels), n_boot, seed)[:, inv]  # [n_boot, G] -> [n_boot, n]
+
+
+def draw_counts(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
+    """[n_boot, n] how often each of n units is drawn in each resample of n draws with replacement."""
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, len(labels), size=(n_boot, len(labels)))  # [n_boot, G]
-    counts = np.zeros((n_boot, len(labels)))
-    np.add.at(counts, (np.repeat(np.arange(n_boot), len(labels)), drawn.ravel()), 1.0)
-    return counts[:, inv]  # [n_boot, n]
+    idx = rng.integers(0, n, size=(n_boot, n))  # [n_boot, n]
+    out = np.zeros((n_boot, n), dtype=np.float64)
+    np.add.at(out, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+    return out
 
 
 def format_diff(d: dict | None, fmt: str = "{:+.1f}") -> str:

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from ..capture.recorders import Recorder, Rows
-from ..monitor.textmatch import STOPWORDS
-from ..monitor.textmatch import has_word_char, norm, token_match
+from ..monitor.textmatch import STOPWORDS, has_word_char, norm, token_match
 
 
 def needs_support(text: str) -> bool:

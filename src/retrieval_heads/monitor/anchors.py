@@ -16,8 +16,7 @@ from __future__ import annotations
 import bisect
 from typing import Sequence
 
-from .rules import STOPWORDS
-from .textmatch import WORD
+from .textmatch import STOPWORDS, WORD
 
 MIN_CHARS = 3  # shorter question words ("US", "TV") anchor too much of a context to mean anything
 

@@ -76,7 +76,8 @@ def bench_items(tokenizer, *, families: list[str], lengths: list[int], depths: l
             out.append({"id": f"halueval-{r.line}", "family": "halueval", "context": r.knowledge,
                         "question": r.question, "answers": [r.answer], "common": None})
     if "qa_2" in families:
-        out += _sample(qa2_items(tokenizer, lengths, len(depths), seed, chat, qa_data, heldout), per_family, seed)
+        out += _sample(qa2_items(tokenizer, lengths, len(depths), seed, chat, qa_data, heldout, parity), per_family,
+                       seed)
     for i, it in enumerate(out):
         it["line"] = i + 1  # what run_answer's errors name
     return out
@@ -91,9 +92,10 @@ def _sample(items: list, n: int | None, seed: int) -> list:
 
 
 def qa2_items(tokenizer, lengths: list[int], per_length: int, seed: int, chat: bool | None, qa_data: str | None,
-              heldout: str | None) -> list[dict]:
+              heldout: str | None, parity: int = 0) -> list[dict]:
     """The suite's `qa_2` samples as answer items: per length, `per_length` samples fitted to that length with the
-    suite's own prompt (`evals/suite/fit.py`), their documents the context and their question the question."""
+    suite's own prompt (`evals/suite/fit.py`), their documents the context and their question the question; only
+    HaluEval rows whose line number has the split's `parity` (the eval split's: even)."""
     from ...evals.suite.common import TaskContext, sample_seed
     from ...evals.suite.fit import make_sample
     from ...evals.suite.prompt import PromptBuilder
@@ -102,7 +104,7 @@ def qa2_items(tokenizer, lengths: list[int], per_length: int, seed: int, chat: b
     task, prompt, shared, out = get_task("qa_2"), PromptBuilder(tokenizer, chat), {}, []
     for n in lengths:
         ctx = TaskContext(target=n, qa_data=qa_data, heldout=heldout, seed=seed, _cache=shared,
-                          qa_keep=lambda r: r.line % 2 == 0)  # the eval split's rows only: none a tune row
+                          qa_keep=lambda r: r.line % 2 == parity)  # the eval split's rows only: none a tune row
         for i in range(per_length):
             s = make_sample(task, ctx, prompt, n, i, seed)
             context, question, gold = task.parts(ctx, sample_seed(seed, task.name, n, i), s.units, i)

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from ...analysis.stats import N_BOOT, group_weights
+from ...analysis.stats import N_BOOT, draw_counts, group_weights
 
 MIN_PER_CLASS = 5
 
@@ -44,13 +44,7 @@ def _valid(y: Sequence[int], *scores: Sequence[float]) -> np.ndarray:
 def _counts(n: int, n_boot: int, seed: int, groups: Sequence | None = None) -> np.ndarray:
     """[n_boot, n] how often each item is drawn in each resample (with replacement); with `groups` (one label per
     item), whole groups are drawn (`analysis.stats.group_weights`)."""
-    if groups is not None:
-        return group_weights(groups, n_boot, seed)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))  # [B, n]
-    out = np.zeros((n_boot, n), dtype=np.float64)
-    np.add.at(out, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
-    return out
+    return draw_counts(n, n_boot, seed) if groups is None else group_weights(groups, n_boot, seed)
 
 
 def _boot_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
