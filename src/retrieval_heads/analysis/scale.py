@@ -81,8 +81,8 @@ def _samples(scores: HeadScores) -> np.ndarray:
     if scores.counts is not None:
         raise ValueError("per-head means only (an atlas entry): no samples to resample")
     L, H = scores.num_layers, scores.num_heads
-    return np.stack([np.array([scores.per_sample[(l, h)] for h in range(H)]) for l in range(L)], axis=-1).transpose(
-        1, 0, 2) if L and H else np.zeros((0, L, H))  # [L, H, S] -> [S, L, H]
+    x = np.array([[scores.per_sample[(l, h)] for h in range(H)] for l in range(L)], dtype=float)  # [L, H, S]
+    return x.transpose(2, 0, 1)  # [S, L, H]
 
 
 def _boot_shares(x: np.ndarray, threshold: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:
