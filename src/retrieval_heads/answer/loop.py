@@ -16,16 +16,28 @@ the current question; with `baselines=True` a second monitor, recording every he
 hold RAUQ (a method's own check in `finish`, `run.score`, uses the decoding monitor and is timed with the method;
 the two monitors' scores and verdicts are the same).
 
+One prefill per question (`share_prefill`, the default): every pass a method opens, and every teacher-forced report,
+starts from a copy of a cache that already holds its input but the last token (`answerer.prefix`: computed once
+per question and ablation, e.g. the plain prompt for greedy, copy, gated, abstain, the base passes and every
+report, the masked prompt for decore and gated, the context-free prompt for cad). The answers are those of one
+prefill per pass up to float rounding (tests compare them). Each answer's `seconds` is then its own decoding time
+(prefills computed during it taken out) plus the measured time of every prefix it used (`prefill_seconds`), so
+a method is charged what it would cost alone.
+
 Left out on purpose: batches, sampling, streaming.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..capture.decoding import default_stop, text_stop
+import torch
+
+from ..capture.controller import AttentionController
+from ..capture.decoding import default_stop, new_cache, text_stop
 from ..heads.scores import HeadScores
 from ..probes.templates import resolve_template
 from .base import AnswerMethod, Choice
@@ -41,8 +53,9 @@ class Answered:
     abstained: bool
     mean_logprob: float | None
     reason: str  # "eos", "stop" or "length"
-    seconds: float
+    seconds: float  # own decoding + `prefill_seconds`
     steps: list[Choice]
+    prefill_seconds: float = 0.0  # the measured prefills of the prefixes it used (module docstring)
 
 
 class Decoding:
@@ -61,7 +74,11 @@ class Decoding:
         self.eos = list(mon.eos)
         self.passes: dict[str, Pass] = {}
         self.tokens: list[int] = []
+        self.charged: dict[tuple, float] = {}  # prefix key -> its prefill seconds, charged to this answer
         self._texts: PromptTexts | None = None
+
+    def charge(self, key: tuple, seconds: float) -> None:
+        self.charged[key] = seconds
 
     @property
     def texts(self) -> PromptTexts:
@@ -71,7 +88,8 @@ class Decoding:
 
     def open_pass(self, name: str, input_ids: list[int], *, ablate: dict[int, list[int]] | None = None,
                   recorders: list | tuple = ()) -> Pass:
-        p = Pass(self.model, input_ids, ablate=ablate, recorders=recorders)
+        prefix = self.answerer.prefix(input_ids, ablate, charge=self.charge)
+        p = Pass(self.model, input_ids, ablate=ablate, recorders=recorders, prefix=prefix)
         for t in self.tokens:  # opened late: catches up on the answer so far
             p.feed(t)
         self.passes[name] = p
@@ -84,12 +102,12 @@ class Decoding:
 
     def score(self, ids: list[int]):
         """The monitor's report of answer ids (memoised per question)."""
-        return self.answerer.report(self.context, self.question, ids, baselines=False)
+        return self.answerer.report(self.context, self.question, ids, baselines=False, charge=self.charge)
 
 
 def decode(method: AnswerMethod, run: Decoding, max_new_tokens: int, stop=None, keep_scores: bool = False) -> Answered:
     """The shared loop (module docstring)."""
-    t0 = time.perf_counter()
+    t0, spent0 = time.perf_counter(), run.answerer.spent
     eos = set(run.eos)
     method.start(run)
     steps: list[Choice] = []
@@ -110,16 +128,18 @@ def decode(method: AnswerMethod, run: Decoding, max_new_tokens: int, stop=None, 
             break
     text = run.tokenizer.decode(run.tokens, skip_special_tokens=True).strip()
     answer, abstained = method.finish(run, text)
-    seconds = time.perf_counter() - t0
+    prefill = sum(run.charged.values())
+    seconds = time.perf_counter() - t0 - (run.answerer.spent - spent0) + prefill  # prefills charged, not timed
     mean_lp = sum(c.logprob for c in steps) / len(steps) if steps else None
-    return Answered(answer, list(run.tokens), text, bool(abstained), mean_lp, reason, seconds, steps)
+    return Answered(answer, list(run.tokens), text, bool(abstained), mean_lp, reason, seconds, steps, prefill)
 
 
 class Answerer:
     """See the module docstring."""
 
     def __init__(self, model, tokenizer, scores: HeadScores | str | Path, *, threshold: float = 0.1,
-                 template: str = "default", chat: bool | None = None, baselines: bool = False):
+                 template: str = "default", chat: bool | None = None, baselines: bool = False,
+                 share_prefill: bool = True):
         from ..monitor import Monitor
 
         self.monitor = Monitor(model, tokenizer, scores, threshold=threshold, template=template, chat=chat)
@@ -129,8 +149,40 @@ class Answerer:
         self.stop = text_stop(default_stop(resolve_template(template, tokenizer, chat)))
         self._memo_key: tuple[str, str] | None = None
         self._memo: dict[tuple[int, ...], object] = {}
+        self.share_prefill = share_prefill
+        self._prefixes: dict[tuple, tuple[object, float]] = {}  # (ids, ablate) -> (cache, seconds), one question's
+        self.spent = 0.0  # seconds spent computing prefixes, all told
+
+    def _question(self, context: str, question: str) -> None:
+        """Forget the memoised reports and prefixes of the previous question."""
+        if self._memo_key != (context, question):
+            self._memo_key, self._memo, self._prefixes = (context, question), {}, {}
+
+    def prefix(self, input_ids: list[int], ablate: dict[int, list[int]] | None = None, *, charge=None):
+        """(a fresh copy of a cache holding `input_ids[:-1]`, its length), prefilled once per question and
+        `ablate`; None when sharing is off or there is nothing before the last token. `charge(key, seconds)` is told
+        the prefill's measured time."""
+        if not self.share_prefill or len(input_ids) < 2:
+            return None
+        heads = tuple(sorted((int(l), tuple(sorted(int(h) for h in hs))) for l, hs in (ablate or {}).items() if hs))
+        key = (tuple(int(t) for t in input_ids[:-1]), heads)
+        hit = self._prefixes.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            model = self.monitor.model
+            cache = new_cache(model)
+            ids = torch.tensor([list(key[0])], device=model.get_input_embeddings().weight.device)  # [1, m]
+            with AttentionController(ablate=dict(ablate or {})).activate(model), torch.no_grad():
+                model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+            hit = (cache, time.perf_counter() - t0)
+            self.spent += hit[1]
+            self._prefixes[key] = hit
+        if charge is not None:
+            charge(key, hit[1])
+        return copy.deepcopy(hit[0]), len(key[0])
 
     def decoding(self, context: str, question: str, max_new_tokens: int) -> Decoding:
+        self._question(context, question)
         return Decoding(self, context, question, max_new_tokens)
 
     def answer(self, method: AnswerMethod, context: str, question: str, max_new_tokens: int = 32, *,
@@ -138,13 +190,14 @@ class Answerer:
         run = self.decoding(context, question, max_new_tokens)
         return decode(method, run, max_new_tokens, self.stop, keep_scores=keep_scores)
 
-    def report(self, context: str, question: str, ids: list[int], *, baselines: bool = True):
+    def report(self, context: str, question: str, ids: list[int], *, baselines: bool = True, charge=None):
         """The report of answer `ids`; `baselines=False`: the decoding monitor's (a method's own check, in its
-        time), else the reporter's (RAUQ too when the answerer records every head)."""
-        if self._memo_key != (context, question):
-            self._memo_key, self._memo = (context, question), {}
+        time), else the reporter's (RAUQ too when the answerer records every head). It starts from the prompt's
+        shared prefix (`prefix`; `charge` as there)."""
+        self._question(context, question)
         mon = self.reporter if baselines else self.monitor
         key = (tuple(int(t) for t in ids), mon is self.reporter)
         if key not in self._memo:
-            self._memo[key] = mon.score(context, question, list(key[0]))
+            self._memo[key] = mon.score(context, question, list(key[0]),
+                                        prefix=lambda p: self.prefix(p, None, charge=charge))
         return self._memo[key]

@@ -5,6 +5,8 @@ controller that stays the same for the whole answer (so its recorders' cache slo
 queues a token; `logits()` runs one forward call over everything queued (the prompt at first, then one token per
 step, or several when the pass was not read for some steps) and returns the last position's logits [V] (float32).
 Recorders see the last row of every call, i.e. the row that predicts the next token; `last(recorder)` reads it.
+`prefix=(cache, m)`: a cache already holding `input_ids[:m]` (computed with the same `ablate`, `loop.Answerer.prefix`),
+which the pass takes over; only the rest is queued, and the controller counts slots from m.
 
 Left out on purpose: batches (one prompt), and compiled models (the controller's Python code must run per call).
 """
@@ -37,14 +39,17 @@ class Pass:
     """See the module docstring."""
 
     def __init__(self, model, input_ids: list[int], *, ablate: dict[int, list[int]] | None = None,
-                 recorders: list | tuple = ()):
+                 recorders: list | tuple = (), prefix: tuple[object, int] | None = None):
         if is_compiled(model):
             raise RHeadsError("the model is compiled (torch.compile): answering methods run Python code at every "
                               "step; pass the uncompiled model")
         self.model = model
-        self.ctl = AttentionController(recorders=list(recorders), ablate=dict(ablate or {}))
-        self.cache = new_cache(model)
-        self.pending = [int(t) for t in input_ids]
+        cache, m = prefix if prefix is not None else (new_cache(model), 0)
+        if not 0 <= m < len(input_ids):
+            raise RHeadsError(f"a pass's prefix of {m} tokens must be shorter than its {len(input_ids)} input ids")
+        self.ctl = AttentionController(recorders=list(recorders), ablate=dict(ablate or {}), cached=m)
+        self.cache = cache
+        self.pending = [int(t) for t in input_ids[m:]]
         self.calls = 0  # forward calls made
         self.tokens = 0  # tokens processed
         self._logits: torch.Tensor | None = None

@@ -6,9 +6,10 @@ Out, in `out`:
   command to resume; finished pairs are not redone): `id`, `method`, `answer`, `abstained`, `hallucination_score`
   (the monitor's teacher-forced score of the generated answer; for an abstained row, of the answer it withheld),
   `verdict`, `mean_logprob` (of the chosen tokens under the method's distribution), `new_tokens`, `seconds`
-  (generation only: not loading, not the monitor's scoring after it), `correct` (a gold string found in the
-  answer, case- and punctuation-insensitive on word boundaries, `scoring.judge.contains_answer`; false when
-  abstained; null without gold), `generated` (the text before any refusal), `reason` (eos, stop, length) and
+  (generation only: not loading, not the monitor's scoring after it; with the shared prefill, the method's own
+  decoding plus `prefill_seconds`, the measured prefills of the prefixes it used, `loop.py`), `correct` (a gold
+  string found in the answer, case- and punctuation-insensitive on word boundaries, `scoring.judge.contains_answer`;
+  false when abstained; null without gold), `generated` (the text before any refusal), `reason` (eos, stop, length) and
   `monitor_baselines` (the logit statistics and RAUQ of the monitor's teacher-forced pass over the same tokens,
   every head recorded there);
 - `summary.json`: per method `n`, `accuracy` and `selective_accuracy` (over the items with gold; selective = among
@@ -56,6 +57,7 @@ class AnswerConfig(Config):
     methods: list[str] = field(default_factory=lambda: ["greedy"])
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> parameter -> value
     max_new_tokens: int = 32
+    shared_prefill: bool = True  # one prefill per question and ablation, copied into every pass (loop.py)
     shard: str | None = None  # "i/n": only the i-th of n cost-balanced parts of the items (cluster/shard.py)
 
 
@@ -159,7 +161,7 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
                          ">= 1")
     methods = build_methods(config)
     answerer = Answerer(model, tokenizer, config.scores, threshold=config.threshold, template=config.template,
-                        chat=config.chat, baselines=True)
+                        chat=config.chat, baselines=True, share_prefill=config.shared_prefill)
     tokens = {}  # item id -> prompt length in tokens (a shard's cost)
     for it in items:  # every prompt is checked before anything is written
         try:
@@ -196,6 +198,7 @@ def run_answer(model, tokenizer, config: AnswerConfig, out: str | Path, items: l
                           "verdict": rep.verdict,
                           "mean_logprob": None if got.mean_logprob is None else round(got.mean_logprob, 5),
                           "new_tokens": len(got.generated_ids), "seconds": round(got.seconds, 4),
+                          "prefill_seconds": round(got.prefill_seconds, 4),
                           "correct": _correct(got.answer, it["answers"], got.abstained),
                           "generated": got.generated, "reason": got.reason,
                           "monitor_baselines": rep.baselines})

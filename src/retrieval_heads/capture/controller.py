@@ -7,7 +7,9 @@
   each decoding step: one row per generated token). (a, b): the cache slots a..b-1, in whichever forward call
   holds them (teacher forcing: the rows that predict a given answer);
 - `ablate`, `mode`, `means`: heads whose output is replaced (`ablation.py`);
-- `collect`: accumulate each head's output sum, for the `mean` ablation (`collect_means`).
+- `collect`: accumulate each head's output sum, for the `mean` ablation (`collect_means`);
+- `cached`: tokens already in the cache when the controller's first call comes (a prompt prefilled earlier, under
+  another controller with the same `ablate`): cache slots and key positions count from there.
 
 `activate(model)` refuses a compiled model (the controller's Python side effects would not run per step) and
 resets the per-generation state; every forward call then advances each layer's count of cached tokens.
@@ -53,6 +55,7 @@ class AttentionController:
     collect: bool = False
     sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [H, D]
     counts: dict[int, int] = field(default_factory=dict)
+    cached: int = 0
     _seen: dict[int, int] = field(default_factory=dict)  # layer -> tokens in its cache
     _ablate_idx: dict[tuple[int, torch.device], torch.Tensor] = field(default_factory=dict)
 
@@ -83,7 +86,7 @@ class AttentionController:
 
     def advance(self, layer: int, q_len: int) -> int:
         """Count a forward call's q_len new tokens in `layer`; returns the tokens cached after it."""
-        seen = self._seen.get(layer, 0) + q_len
+        seen = self._seen.get(layer, self.cached) + q_len
         self._seen[layer] = seen
         return seen
 

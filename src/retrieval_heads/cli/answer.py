@@ -50,7 +50,7 @@ def cmd_answer(a) -> None:
     mc, model, tok = load(a)
     config = AnswerConfig(model=mc, scores=a.scores, threshold=a.threshold, template=a.template, chat=a.chat,
                           input=a.input, methods=methods, params=params, max_new_tokens=a.max_new_tokens,
-                          shard=a.shard)
+                          shared_prefill=a.shared_prefill, shard=a.shard)
     summary = run_answer(model, tok, config, a.out, items, overwrite=a.overwrite)
     finish_shard(a)
     print(format_table(summary))
@@ -83,7 +83,7 @@ def cmd_bench(a) -> None:
                                params=params, max_new_tokens=a.max_new_tokens, families=parse_list(a.families) or [],
                                lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
                                halueval_items=a.halueval_items, split=a.split, per_family=a.items_per_family,
-                               seed=a.item_seed, template=a.template, chat=a.chat)
+                               seed=a.item_seed, template=a.template, chat=a.chat, shared_prefill=a.shared_prefill)
     _, model, tok = load(a)
     run_answer_bench(model, tok, config, a.out, overwrite=a.overwrite)
     print((Path(a.out) / "tables.md").read_text())
@@ -108,6 +108,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
                    help="a method parameter, e.g. cad.a=1.0 (repeatable; defaults: `rheads answer list`)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
+    p.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
+                   help="prefill every pass and every monitor report on its own, instead of once per question and "
+                   "ablation, copied (same answers up to float rounding; slower)")
     add_out_args(p, "runs/answer")
     add_shard_arg(p, "items (each answered by every method)")
     p.set_defaults(func=cmd_answer)
@@ -124,6 +127,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
                    help="a method parameter, e.g. cad.a=1.0 (repeatable)")
     b.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
+    b.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
+                   help="prefill every pass and every monitor report on its own, instead of once per question and "
+                   "ablation, copied (same answers up to float rounding; slower)")
     b.add_argument("--families", default="niah,counterfactual,halueval",
                    help="item families among niah, counterfactual, halueval, qa_2 (the suite's qa_2 at each length) "
                    "(default: %(default)s; halueval and qa_2 need setup.sh --suite-data)")

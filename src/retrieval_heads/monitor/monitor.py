@@ -259,8 +259,11 @@ class Monitor:
         n = self.max_new_tokens if answer is None else len(self.answer_ids(answer))
         return self.prompt(context, question, n)
 
-    def score(self, context: str, question: str, answer: str | list[int], *, keep: bool = False) -> AnswerReport:
-        """Score a given answer (text, or token ids) in one forward pass over prompt + answer."""
+    def score(self, context: str, question: str, answer: str | list[int], *, keep: bool = False,
+              prefix: Callable[[list[int]], tuple[Any, int] | None] | None = None) -> AnswerReport:
+        """Score a given answer (text, or token ids) in one forward pass over prompt + answer. `prefix(prompt ids)`
+        may return (a cache holding the prompt's first m < n tokens, m), prefilled without recording (e.g.
+        `answer.loop.Answerer.prefix`): the pass then runs over the rest only, with the same records."""
         ids_ans = self.answer_ids(answer)
         prompt = self.prompt(context, question, len(ids_ans))
         n, T = prompt.n, len(ids_ans)
@@ -269,11 +272,17 @@ class Monitor:
         decoder = _Decoder(self.tokenizer)
         if T == 0:
             return self._finish(rec, tokens, "", "given", keep)
-        ctl = AttentionController(recorders=rec.recorders, rows=(n - 1, n + T))  # T + 1 rows: the last for RAUQ
+        got = prefix(list(prompt.input_ids)) if prefix is not None else None
+        cache, m = got if got is not None else (None, 0)
+        if not 0 <= m < n:
+            raise ValueError(f"a prefix of {m} tokens cannot serve a prompt of {n}")
+        # T + 1 rows: the last for RAUQ
+        ctl = AttentionController(recorders=rec.recorders, rows=(n - 1, n + T), cached=m)
         device = self.model.get_input_embeddings().weight.device
-        ids = torch.tensor([prompt.input_ids + ids_ans], device=device)  # [1, N + T]
+        ids = torch.tensor([prompt.input_ids[m:] + ids_ans], device=device)  # [1, N - m + T]
+        kw = {"use_cache": False} if cache is None else {"cache": cache, "use_cache": True}
         with ctl.activate(self.model), torch.no_grad():
-            logits = self.model(input_ids=ids, use_cache=False, logits_to_keep=T + 1).logits[0, :T]  # [T, V]
+            logits = self.model(input_ids=ids, logits_to_keep=T + 1, **kw).logits[0, :T]  # [T, V]
         lp = torch.log_softmax(logits.float(), dim=-1)  # [T, V]
         ent = -(lp.exp() * lp).sum(-1)  # [T]
         for t, token in enumerate(ids_ans):

@@ -48,11 +48,13 @@ class AnswerBenchConfig(Config):
     chat: bool | None = None
     qa_data: str | None = None
     heldout: str | None = None
+    shared_prefill: bool = True
 
     def answer_config(self) -> AnswerConfig:
         return AnswerConfig(model=self.model, scores=self.scores, threshold=self.threshold, template=self.template,
                             chat=self.chat, input="answer bench items", methods=list(self.methods),
-                            params=dict(self.params), max_new_tokens=self.max_new_tokens)
+                            params=dict(self.params), max_new_tokens=self.max_new_tokens,
+                            shared_prefill=self.shared_prefill)
 
 
 def run_answer_bench(model, tokenizer, config: AnswerBenchConfig, out: str | Path, *, overwrite: bool = False,
