@@ -13,26 +13,11 @@ Left out on purpose: batches (one prompt), and compiled models (the controller's
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 
-from ..capture import controller as _controller
 from ..capture.controller import AttentionController, is_compiled
 from ..capture.decoding import new_cache
 from ..errors import RHeadsError
-
-
-@contextmanager
-def _resumed(ctl: AttentionController) -> Iterator[None]:
-    """Route the `rheads` attention through `ctl` for one call without resetting its state (`activate` resets
-    the per-generation counts, which a pass must keep across its calls)."""
-    token = _controller._ACTIVE.set(ctl)
-    try:
-        yield
-    finally:
-        _controller._ACTIVE.reset(token)
 
 
 class Pass:
@@ -63,7 +48,7 @@ class Pass:
         """[V] float32 logits of the next token after everything fed so far."""
         if self._logits is None:
             ids = torch.tensor([self.pending], device=self.device)  # [1, q]
-            with _resumed(self.ctl), torch.no_grad():
+            with self.ctl.resume(), torch.no_grad():
                 out = self.model(input_ids=ids, cache=self.cache, use_cache=True, logits_to_keep=1)
             self._logits = out.logits[0, -1].float()  # [1, 1, V] -> [V]
             self.calls += 1

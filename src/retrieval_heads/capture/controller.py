@@ -82,6 +82,16 @@ class AttentionController:
         finally:
             _ACTIVE.reset(token)
 
+    @contextmanager
+    def resume(self) -> Iterator["AttentionController"]:
+        """Route the `rheads` attention through this controller for more calls, keeping its state (its cache
+        counts and recorders): a decoding loop that makes its own forward calls (`answer/passes.py`)."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
     # ------------------------------------------------------------------------------ used by the attention
 
     def advance(self, layer: int, q_len: int) -> int:
