@@ -8,28 +8,13 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
-from answer_helpers import items, make_scores
+from answer_helpers import items, make_scores, tiny_model
 from retrieval_heads.answer import get_method_class
 from retrieval_heads.answer.loop import Answerer
 from retrieval_heads.answer.registry import method_names
-from retrieval_heads.capture.attention import use_rheads
-from tiny import FAMILIES
 
 N = 8
-
-
-def family_model(family: str, vocab: int):
-    torch.manual_seed(0)
-    cfg = FAMILIES[family]()
-    cfg.vocab_size, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = vocab, 0, 1, 1
-    m = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32).eval()
-    with torch.no_grad():  # peaked attention, so top-1 positions have no near-ties
-        for name, p in m.named_parameters():
-            if "q_proj.weight" in name or "k_proj.weight" in name:
-                p.mul_(4.0)
-    return use_rheads(m)
 
 
 def same(a, b, path="report") -> None:
@@ -50,7 +35,7 @@ def same(a, b, path="report") -> None:
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gemma3"])
 def test_shared_prefill_gives_the_answers_and_reports_of_separate_prefills(family, tok):
-    model = family_model(family, len(tok))
+    model = tiny_model(tok, family=family)
     scores = make_scores(L=model.config.num_hidden_layers)
     shared = Answerer(model, tok, scores, baselines=True)
     alone = Answerer(model, tok, scores, baselines=True, share_prefill=False)
@@ -91,7 +76,7 @@ def test_a_pass_on_a_prefix_records_the_same_top1_slots(family, tok):
     from retrieval_heads.answer.passes import Pass
     from retrieval_heads.capture.recorders import Top1
 
-    model = family_model(family, len(tok))
+    model = tiny_model(tok, family=family)
     answerer = Answerer(model, tok, make_scores(L=model.config.num_hidden_layers))
     it = items(1)[0]
     ids = answerer.monitor.prompt(it["context"], it["question"], N).input_ids
