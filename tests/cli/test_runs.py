@@ -76,6 +76,8 @@ def test_a_failed_check_leaves_out_empty_then_the_corrected_command_runs(files, 
     (["ablate", "--k", "0,11", "--random-seeds", "1", "--lengths", "160"], "only 10"),
     (["niah", "--lengths", "160", "--mask", "heads:7-0"], "3 layers x 4 heads"),
     (["detect", "--lengths", "160", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["ablate", "--suite", "niah_single_1", "--k", "0,2", "--lengths", "160", "--shard", "0/2"],
+     "--shard 0/2: `rheads ablate --suite` does not shard yet"),
 ])
 def test_niah_ablate_and_detect_check_everything_before_out(files, tmp_path, capsys, argv, words):
     out = tmp_path / "out"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..capture.modes import BUILTIN_ABLATION_DOCS, ablation_help
 from ..cluster.shard import parse_shard
+from ..errors import ParamError
 from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, load, model_config,
                      parse_list, probe_config, run_plan, sweep_kwargs)
 from .kv import add_kv_args, kv_kwargs, kv_line
@@ -63,6 +64,9 @@ def cmd_ablate_suite(a, sweep: dict) -> None:
     from ..probes.grid import parse_grid
     from ..studies.suiteablate import SuiteAblateConfig, format_table, run_suite_ablate
 
+    if a.shard is not None:  # refused, not ignored: every shard would run the whole sweep
+        raise ParamError("shard", a.shard, "`rheads ablate --suite` does not shard yet: run it without --shard (each "
+                         "of its masks is one suite run; `rheads suite run --mask ... --shard I/N` shards one mask)")
     suite = SuiteConfig(model=model_config(a), tasks=parse_list(a.suite), lengths=parse_grid(a.lengths, "lengths"),
                         samples=a.samples, seed=a.seed, haystack=a.haystack, chat=a.chat)
     config = SuiteAblateConfig(suite=suite, **sweep)
