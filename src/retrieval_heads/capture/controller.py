@@ -76,11 +76,8 @@ class AttentionController:
         self._seen = {}
         for r in self.recorders:
             r.reset()
-        token = _ACTIVE.set(self)
-        try:
+        with self.resume():
             yield self
-        finally:
-            _ACTIVE.reset(token)
 
     @contextmanager
     def resume(self) -> Iterator["AttentionController"]:

@@ -90,6 +90,12 @@ def cmd_bench(a) -> None:
     print(f"results in {a.out}/ (bench.json, tables.md, risk_coverage.png, items.jsonl, answers.jsonl)")
 
 
+def _add_prefill_arg(p) -> None:
+    p.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
+                   help="prefill every pass and every monitor report on its own, instead of once per question and "
+                   "ablation, copied (same answers up to float rounding; slower)")
+
+
 def add_parsers(sub) -> None:
     """Add `answer` (run methods by default; subcommands list, bench)."""
     p = sub.add_parser("answer", help="answer from contexts with retrieval-head-guided methods, CAD and DeCoRe",
@@ -108,9 +114,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
                    help="a method parameter, e.g. cad.a=1.0 (repeatable; defaults: `rheads answer list`)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
-    p.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
-                   help="prefill every pass and every monitor report on its own, instead of once per question and "
-                   "ablation, copied (same answers up to float rounding; slower)")
+    _add_prefill_arg(p)
     add_out_args(p, "runs/answer")
     add_shard_arg(p, "items (each answered by every method)")
     p.set_defaults(func=cmd_answer)
@@ -127,9 +131,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
                    help="a method parameter, e.g. cad.a=1.0 (repeatable)")
     b.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
-    b.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
-                   help="prefill every pass and every monitor report on its own, instead of once per question and "
-                   "ablation, copied (same answers up to float rounding; slower)")
+    _add_prefill_arg(b)
     b.add_argument("--families", default="niah,counterfactual,halueval",
                    help="item families among niah, counterfactual, halueval, qa_2 (the suite's qa_2 at each length) "
                    "(default: %(default)s; halueval and qa_2 need setup.sh --suite-data)")
