@@ -8,6 +8,7 @@ passes it asks for, and may replace the finished answer (a refusal).
         start(run)        # open the passes it needs: run.open_pass(name, input_ids, ablate=..., recorders=...)
         step(run) -> Choice   # the next token, read from run.passes[name].logits() and their recorders
         finish(run, answer) -> (answer, abstained)   # default: the answer as generated, not abstained
+        tune_objective(figures) -> float | None      # what `rheads answer tune` maximizes (default: accuracy)
 
 The shared loop (`loop.decode`) calls `start` once, then `step` until an end token, the text stop or the token
 budget, feeding each chosen token to every open pass (a pass computes lazily: one it does not read at a step
@@ -64,6 +65,12 @@ class AnswerMethod:
         """The final answer and whether it is an abstention (default: as generated)."""
         return answer, False
 
+    @classmethod
+    def tune_objective(cls, figures: dict[str, Any]) -> float | None:
+        """What `rheads answer tune` maximizes over this method's settings, from one setting's figures on the tune
+        items (`run.summarize`): its accuracy. None takes the setting out of the running."""
+        return figures.get("accuracy")
+
     def settings(self) -> dict[str, Any]:
         """The resolved parameters (written to config.json)."""
         return dict(self.p)
@@ -91,8 +98,8 @@ def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
 
 
 def parse_params(items: list[str] | None) -> dict[str, dict[str, str]]:
-    """['cad.a=1', 'decore.mask=top:5'] -> {'cad': {'a': '1'}, 'decore': {'mask': 'top:5'}} (values checked by
-    the method's constructor)."""
+    """['cad.a=1', 'decore.mask=top:5', 'copy:k10.k=10'] -> {'cad': {'a': '1'}, 'decore': {'mask': 'top:5'},
+    'copy:k10': {'k': '10'}} (values checked by the method's constructor; a variant's by its method's)."""
     out: dict[str, dict[str, str]] = {}
     for item in items or []:
         name, eq, value = str(item).partition("=")

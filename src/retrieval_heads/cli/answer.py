@@ -90,6 +90,16 @@ def cmd_bench(a) -> None:
     print(f"results in {a.out}/ (bench.json, tables.md, risk_coverage.png, items.jsonl, answers.jsonl)")
 
 
+def cmd_tune(a) -> None:
+    from ..answer.bench.tune import flags, format_tuned, tune
+
+    tuned = tune(a.run)
+    print(format_tuned(tuned))
+    fl = flags(tuned)
+    print("\nthe chosen settings: " + (" ".join(fl) if fl else "every method's defaults"))
+    print(f"written to {a.run}/tuned.json")
+
+
 def _add_prefill_arg(p) -> None:
     p.add_argument("--no-shared-prefill", dest="shared_prefill", action="store_false",
                    help="prefill every pass and every monitor report on its own, instead of once per question and "
@@ -118,7 +128,7 @@ def add_parsers(sub) -> None:
     add_out_args(p, "runs/answer")
     add_shard_arg(p, "items (each answered by every method)")
     p.set_defaults(func=cmd_answer)
-    ms = p.add_subparsers(dest="answer_command", metavar="{list,bench}")
+    ms = p.add_subparsers(dest="answer_command", metavar="{list,bench,tune}")
     b = ms.add_parser("bench", help="the methods on generated item families (NIAH, counterfactual, HaluEval QA): "
                       "accuracy, hallucinations, abstention, the monitor on the model's own errors")
     add_model_args(b)
@@ -127,9 +137,10 @@ def add_parsers(sub) -> None:
     b.add_argument("--template", default="default", help="prompt template (default: default)")
     add_chat_args(b)
     b.add_argument("--methods", default="greedy,cad,decore,copy,gated,abstain",
-                   help="comma list of methods, or all (default: %(default)s)")
+                   help="comma list of methods, or all; METHOD:TAG adds a variant of a method with its own "
+                   "--param METHOD:TAG.NAME=VALUE, to compare settings on --split tune (default: %(default)s)")
     b.add_argument("--param", action="append", default=None, metavar="METHOD.NAME=VALUE",
-                   help="a method parameter, e.g. cad.a=1.0 (repeatable)")
+                   help="a method parameter, e.g. cad.a=1.0 or copy:k10.k=10 (repeatable)")
     b.add_argument("--max-new-tokens", type=int, default=32, help="answer token budget (default: 32)")
     _add_prefill_arg(b)
     b.add_argument("--families", default="niah,counterfactual,halueval",
@@ -151,3 +162,10 @@ def add_parsers(sub) -> None:
     b.set_defaults(func=cmd_bench)
     lst = ms.add_parser("list", help="one line per answering method, saying which are baselines")
     lst.set_defaults(func=cmd_list)
+    t = ms.add_parser("tune", help="choose each method's parameters from a `bench --split tune` run with variants "
+                      "(METHOD:TAG): writes tuned.json there and prints the --param flags",
+                      description="Per method, the setting (the plain method or one of its METHOD:TAG variants) "
+                      "with the best accuracy on the tune items (abstain: the best selective accuracy among those "
+                      "keeping 80%% of the answers); ties go to the defaults. Refuses an eval-split run.")
+    t.add_argument("run", help="the folder of a `rheads answer bench --split tune` run")
+    t.set_defaults(func=cmd_tune)

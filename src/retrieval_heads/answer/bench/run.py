@@ -7,11 +7,11 @@ Out, in `out`: everything `rheads answer` writes (config.json, answers.jsonl, su
 selector, one curve per family). Every item's prompt is checked against the model's context before anything is
 written; rerunning resumes.
 
-`--split tune` builds the disjoint tuning items (`items.py`): a grid of `--param` values run there, and the
-best chosen there, leaves the `eval` items untouched for the report.
+`--split tune` builds the disjoint tuning items (`items.py`): a grid of settings run there as variants of each
+method (`copy:k10`, `answer/registry.py`), and the best chosen there (`tune.py`), leaves the `eval` items untouched
+for the report.
 
-Left out on purpose: a search over parameters (run the bench once per setting on the tune split) and sharding
-(run `rheads answer --shard` on the written items.jsonl).
+Left out on purpose: sharding (run `rheads answer --shard` on the written items.jsonl).
 """
 
 from __future__ import annotations

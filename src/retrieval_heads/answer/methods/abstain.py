@@ -15,6 +15,7 @@ from ..registry import register_method
 from .greedy import pick
 
 REFUSAL = "I cannot answer from the context."
+MIN_COVERAGE = 0.8  # `rheads answer tune` keeps a setting only if it answers at least this share of the items
 
 
 @register_method("abstain")
@@ -34,6 +35,12 @@ class Abstain(AnswerMethod):
         if bad:
             raise ParamError("params", f"abstain.refuse_on={self.p['refuse_on']}",
                              f"use verdicts among: {', '.join(VERDICTS)}")
+
+    @classmethod
+    def tune_objective(cls, figures: dict) -> float | None:
+        """Selective accuracy, among the settings that keep at least 80% of the answers (the issue's coverage)."""
+        cov = figures.get("coverage")
+        return figures.get("selective_accuracy") if cov is not None and cov >= MIN_COVERAGE else None
 
     def step(self, run) -> Choice:
         return pick(run.passes["base"].logits())
