@@ -25,8 +25,9 @@ window: a chunk cannot attend to what the cache dropped), the unchunked rows --k
 A policy written `name@B` runs at the KV budget B (`--kv-budget`: snapkv@0.2, hybrid@0.2, retrieval@0.3; the
 budget cache, `kvcache/select.py`). `--batch N` repeats the prompt N times (one forward over the batch);
 `--max-batch-mib M` instead searches, per policy and length, the largest batch whose prefill and decoding peaks
-both stay within M MiB above the base (doubling, then bisecting; each try its own process), and reports it as
-`max_batch`.
+both stay within M MiB above the base (batches 1 and 2 run, the line through their peaks predicts the answer, which
+is run with the next batch to confirm it; doubling or bisecting where the line misses; each try its own process),
+and reports it as `max_batch`, with `batches_run`.
 
   python bench/bench_kv.py --model smollm2-135m --lengths 8000 --new-tokens 8 \
       --policies full,retrieval,snapkv@0.2,headkv@0.2,hybrid@0.2,snapkv@0.3,hybrid@0.3 --max-batch-mib 4096
@@ -145,29 +146,47 @@ def run_cell(args, policy: str, length: int, chunk: int, batch: int | None = Non
     return row
 
 
+def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
+    """The largest batch b with fits(b) -> (ok, row): b = 1 and 2 are run, the line through their peaks
+    (`row["peak_mib"]`) predicts the last batch within `limit`, and that batch and the next are run; where the line
+    misses, doubling up or bisecting down finds it. Returns (b, b's row, the batches run, in order). Peaks grow
+    with the batch: a batch that does not fit is never followed by a larger one that does."""
+    rows: dict[int, tuple[bool, dict]] = {}
+
+    def f(b: int) -> bool:
+        if b not in rows:
+            rows[b] = fits(b)
+        return rows[b][0]
+
+    if not f(1):
+        return 0, rows[1][1], list(rows)
+    if not f(2):
+        return 1, rows[1][1], list(rows)
+    slope = rows[2][1]["peak_mib"] - rows[1][1]["peak_mib"]
+    pred = 1 + int((limit - rows[1][1]["peak_mib"]) // slope) if slope > 0 else 4
+    lo, hi = 2, None
+    if pred > lo:
+        lo, hi = (pred, None) if f(pred) else (lo, pred)
+    if hi is None:
+        lo, hi = (lo + 1, None) if f(lo + 1) else (lo, lo + 1)
+    while hi is None:
+        lo, hi = (2 * lo, None) if f(2 * lo) else (lo, 2 * lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if f(mid) else (lo, mid)
+    return lo, rows[lo][1], list(rows)
+
+
 def max_batch(args, policy: str, length: int) -> dict:
-    """The largest batch whose prefill and decoding peaks stay within --max-batch-mib (doubling, then bisecting)."""
+    """The largest batch whose prefill and decoding peaks stay within --max-batch-mib (`search_max_batch`)."""
     limit = args.max_batch_mib
 
     def fits(b: int) -> tuple[bool, dict]:
         row = run_cell(args, policy, length, 0, batch=b)
         return "error" not in row and row["peak_mib"] <= limit, row
 
-    ok, row = fits(1)
-    if not ok:
-        return {**row, "max_batch": 0, "max_batch_mib": limit}
-    lo, best, hi = 1, row, None
-    while hi is None:
-        ok, r = fits(2 * lo)
-        if ok:
-            lo, best = 2 * lo, r
-        else:
-            hi = 2 * lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok, r = fits(mid)
-        lo, hi, best = (mid, hi, r) if ok else (lo, mid, best)
-    return {**best, "max_batch": lo, "max_batch_mib": limit}
+    b, row, tried = search_max_batch(fits, limit)
+    return {**row, "max_batch": b, "max_batch_mib": limit, "batches_run": tried}
 
 
 def derive(rows: list[dict]) -> None:

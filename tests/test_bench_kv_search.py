@@ -1,0 +1,40 @@
+"""bench/bench_kv.py's search for the largest batch within a memory limit, against a brute-force scan, on peaks
+that grow linearly, with noise, and faster than linearly (where the predicted batch misses)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+
+def _search():
+    spec = importlib.util.spec_from_file_location("bench_kv", Path(__file__).parents[1] / "bench" / "bench_kv.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.search_max_batch
+
+
+PEAKS = {
+    "linear": lambda b: 120.0 + 290.0 * b,
+    "noisy": lambda b: 100.0 + 150.0 * b + (17.0 if b % 3 else -9.0),
+    "convex": lambda b: 50.0 + 40.0 * b + 12.0 * b * b,  # the line through b = 1, 2 over-predicts
+    "concave": lambda b: 300.0 * b ** 0.5,  # under-predicts: doubling takes over
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PEAKS))
+@pytest.mark.parametrize("limit", [100.0, 500.0, 1024.0, 4096.0])
+def test_the_search_finds_the_largest_batch_that_fits(kind, limit):
+    search = _search()
+    peak = PEAKS[kind]
+    want = 0
+    while peak(want + 1) <= limit:
+        want += 1
+    b, row, tried = search(lambda b: (peak(b) <= limit, {"peak_mib": peak(b), "batch": b}), limit)
+    assert b == want and (row["batch"] == max(b, 1))
+    assert want in tried or want == 0 and 1 in tried
+    assert want + 1 in tried  # the answer's successor was run and did not fit
+    if kind == "linear" and want >= 3:
+        assert len(tried) == 4  # 1, 2, the prediction, the next
