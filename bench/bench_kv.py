@@ -146,6 +146,10 @@ def run_cell(args, policy: str, length: int, chunk: int, batch: int | None = Non
     return row
 
 
+MAX_BATCH = 2**16  # the search gives up above it (a peak that never grows)
+MAX_LEAP = 8  # the prediction is at most this many times the largest batch run before it
+
+
 def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
     """The largest batch b with fits(b) -> (ok, row): b = 1 and 2 are run, the line through their peaks
     (`row["peak_mib"]`) predicts the last batch within `limit`, and that batch and the next are run; where the line
@@ -164,12 +168,15 @@ def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
         return 1, rows[1][1], list(rows)
     slope = rows[2][1]["peak_mib"] - rows[1][1]["peak_mib"]
     pred = 1 + int((limit - rows[1][1]["peak_mib"]) // slope) if slope > 0 else 4
+    pred = min(pred, MAX_LEAP * 2)  # a flat line (noise, rounding) must not launch a huge batch: double from there
     lo, hi = 2, None
     if pred > lo:
         lo, hi = (pred, None) if f(pred) else (lo, pred)
     if hi is None:
         lo, hi = (lo + 1, None) if f(lo + 1) else (lo, lo + 1)
     while hi is None:
+        if lo >= MAX_BATCH:
+            raise RuntimeError(f"batch {lo} still fits within {limit} MiB: is the peak measured?")
         lo, hi = (2 * lo, None) if f(2 * lo) else (lo, 2 * lo)
     while hi - lo > 1:
         mid = (lo + hi) // 2

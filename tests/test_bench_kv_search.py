@@ -38,3 +38,10 @@ def test_the_search_finds_the_largest_batch_that_fits(kind, limit):
     assert want + 1 in tried  # the answer's successor was run and did not fit
     if kind == "linear" and want >= 3:
         assert len(tried) == 4  # 1, 2, the prediction, the next
+
+
+def test_a_flat_line_through_the_first_two_peaks_does_not_launch_a_huge_batch():
+    search = _search()
+    peak = lambda b: 1000.0 + 0.1 * b if b <= 2 else 1000.0 + 300.0 * b  # noqa: E731
+    b, _, tried = search(lambda b: (peak(b) <= 4096.0, {"peak_mib": peak(b)}), 4096.0)
+    assert b == 10 and max(tried) <= 32

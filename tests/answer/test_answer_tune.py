@@ -13,7 +13,7 @@ from retrieval_heads.answer.bench.tune import flags, tune
 from retrieval_heads.answer.registry import base_name, get_method_class, parse_methods
 from retrieval_heads.cli.main import main
 from retrieval_heads.config import ModelConfig
-from retrieval_heads.errors import ParamError
+from retrieval_heads.errors import ParamError, RHeadsError
 from retrieval_heads.io.jsonl import read_jsonl
 from answer_helpers import HAYSTACK
 
@@ -57,10 +57,15 @@ def test_a_default_variant_answers_as_its_method_and_tune_picks_by_the_objective
     if acc["copy"] == best:  # a tie goes to the defaults (copy and copy:same both hold them: the first listed)
         assert copy["arm"] == "copy" and copy["params"] == get_method_class("copy")().settings()
     else:
-        assert copy["arm"] == "copy:k1" and "--param 'copy.k=1'" in flags(tuned)
+        assert copy["arm"] == "copy:k1" and "--param copy.k=1" in flags(tuned)
     ab = tuned["methods"]["abstain"]
     assert ab["arms"]["abstain:all"]["coverage"] < 0.8 and ab["arms"]["abstain:all"]["value"] is None
     assert tuned["methods"]["greedy"]["arm"] == "greedy"
+    lines = (out / "answers.jsonl").read_text().splitlines(keepends=True)  # an arm an unfinished run added
+    first = next(i for i, x in enumerate(lines) if '"method": "copy:k1"' in x)
+    (out / "answers.jsonl").write_text("".join(lines[:first] + lines[first + 1:]))
+    with pytest.raises(RHeadsError, match="copy:k1 has answered"):
+        tune(out)
 
 
 def test_tune_refuses_an_eval_run_and_a_folder_without_a_bench(model, tok, model_dir, tmp_path, capsys):

@@ -191,7 +191,8 @@ def test_bad_methods_and_params_name_their_flags(model_dir, tmp_path, capsys):
     base = ["answer", "--model", str(model_dir), "--scores", str(model_dir / "scores.json"), "--input", str(src),
             "--out", str(tmp_path / "run")]
     for extra, flag in ((["--methods", "greedy,nope"], "--methods nope"), (["--param", "cad.b=1", "--methods", "cad"],
-                        "--param cad.b"), (["--param", "cad"], "--param cad")):
+                        "--param cad.b"), (["--param", "cad"], "--param cad"),
+                        (["--param", "copy:k01.k=10", "--methods", "copy,copy:k1"], "--param copy:k01.k")):
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and flag in err, err

@@ -59,7 +59,7 @@ def get_method_class(name: str) -> type:
     """The class registered under `name` (a variant `NAME:TAG`: NAME's); ParamError `methods` naming the registered
     ones otherwise, or saying how to write a variant's tag."""
     base, colon, tag = str(name).partition(":")
-    if colon and not _TAG.match(tag):
+    if colon and not _TAG.fullmatch(tag):
         raise ParamError("methods", name, "write a variant as METHOD:TAG, the tag of letters, digits, '_' and '-' "
                          "(e.g. copy:k10)")
     return _REGISTRY.get(base)

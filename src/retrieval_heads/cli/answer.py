@@ -3,6 +3,8 @@
   rheads answer --model M --scores S --input items.jsonl --methods greedy,cad,decore,copy,gated,abstain --out DIR
   rheads answer ... --shard i/n --out DIR/shard-i   # the i-th of n parts of the items; `rheads merge` joins them
   rheads answer list                       # one line per registered method, baselines marked
+  rheads answer bench --split tune --methods greedy,copy,copy:k10 --param copy:k10.k=10 --out DIR
+  rheads answer tune DIR                   # per method, its best setting on those tune items
 
 Cheap checks (the input file, method names and parameters) run before the model loads; the prompts' fit in the
 model's context before anything is written to --out.
@@ -32,7 +34,7 @@ def cmd_list(a) -> None:
 def cmd_answer(a) -> None:
     from ..answer.base import parse_params
     from ..answer.items import read_items
-    from ..answer.registry import get_method_class, parse_methods
+    from ..answer.registry import parse_methods
     from ..cluster.shard import parse_shard
 
     parse_shard(a.shard)  # its form before the model loads; its count against the items before --out is touched
@@ -42,9 +44,7 @@ def cmd_answer(a) -> None:
     items = read_items(a.input)
     methods = parse_methods(a.methods)
     params = parse_params(a.param)
-    for name, ps in params.items():  # parameter names and values checked before the model loads
-        if name in methods:
-            get_method_class(name)(**ps)
+    _check_params(methods, params)
     from ..answer.run import AnswerConfig, format_table, run_answer
 
     mc, model, tok = load(a)
@@ -55,6 +55,18 @@ def cmd_answer(a) -> None:
     finish_shard(a)
     print(format_table(summary))
     print(f"\nresults in {a.out}/ (answers.jsonl, summary.json, config.json)")
+
+
+def _check_params(methods: list[str], params: dict) -> None:
+    """Every --param names a method of --methods, with names and values its class takes (before the model loads)."""
+    from ..answer.registry import get_method_class
+    from ..errors import ParamError
+
+    for name, ps in params.items():
+        if name not in methods:
+            raise ParamError("params", f"{name}.{next(iter(ps))}", f"names no method of --methods "
+                             f"({','.join(methods)}): add {name} there, or fix the name")
+        get_method_class(name)(**ps)
 
 
 def _check_scores(a, command: str) -> None:
@@ -68,15 +80,13 @@ def _check_scores(a, command: str) -> None:
 
 def cmd_bench(a) -> None:
     from ..answer.base import parse_params
-    from ..answer.registry import get_method_class, parse_methods
+    from ..answer.registry import parse_methods
     from ..probes.grid import parse_grid
 
     _check_scores(a, "rheads answer bench")
     methods = parse_methods(a.methods)
     params = parse_params(a.param)
-    for name, ps in params.items():
-        if name in methods:
-            get_method_class(name)(**ps)
+    _check_params(methods, params)
     from ..answer.bench.run import AnswerBenchConfig, run_answer_bench
 
     config = AnswerBenchConfig(model=model_config(a), scores=a.scores, threshold=a.threshold, methods=methods,
@@ -95,8 +105,11 @@ def cmd_tune(a) -> None:
 
     tuned = tune(a.run)
     print(format_tuned(tuned))
+    for name, e in tuned["methods"].items():
+        if e["arm"] is None:
+            print(f"\n{name}: no setting qualifies (abstain: none kept 80% of the answers); none chosen")
     fl = flags(tuned)
-    print("\nthe chosen settings: " + (" ".join(fl) if fl else "every method's defaults"))
+    print("\nthe chosen settings: " + (" ".join(fl) if fl else "the defaults of every method chosen"))
     print(f"written to {a.run}/tuned.json")
 
 
@@ -107,7 +120,7 @@ def _add_prefill_arg(p) -> None:
 
 
 def add_parsers(sub) -> None:
-    """Add `answer` (run methods by default; subcommands list, bench)."""
+    """Add `answer` (run methods by default; subcommands list, bench, tune)."""
     p = sub.add_parser("answer", help="answer from contexts with retrieval-head-guided methods, CAD and DeCoRe",
                        description="Answer each item of --input with each method of --methods; the monitor scores "
                        "every answer. `rheads answer list` shows the methods.")
@@ -166,6 +179,6 @@ def add_parsers(sub) -> None:
                       "(METHOD:TAG): writes tuned.json there and prints the --param flags",
                       description="Per method, the setting (the plain method or one of its METHOD:TAG variants) "
                       "with the best accuracy on the tune items (abstain: the best selective accuracy among those "
-                      "keeping 80%% of the answers); ties go to the defaults. Refuses an eval-split run.")
+                      "keeping 80% of the answers); ties go to the defaults. Refuses an eval-split run.")
     t.add_argument("run", help="the folder of a `rheads answer bench --split tune` run")
     t.set_defaults(func=cmd_tune)

@@ -6,8 +6,9 @@ with its parameters, and each variant) is scored by the method's `tune_objective
 items (`AnswerMethod.tune_objective`: accuracy; `abstain`: selective accuracy among the settings that keep 80% of
 the answers); the highest wins; a tie goes to the arm with the method's defaults, then to the arm listed first.
 Out: `tuned.json` in that folder, `{"version", "split", "n_items", "methods": {method: {"arm", "params",
-"defaults", "value", "n", "arms": {arm: {"params", "value", "accuracy", "coverage"}}}}}`, and `flags()` gives the
-`--param` flags that run the chosen settings.
+"defaults", "value", "n", "arms": {arm: {"params", "value", "accuracy", "coverage", "n"}}}}}` (`arm` null when no
+setting of the method qualifies), and `flags()` gives the `--param` flags that run the chosen settings. Every arm
+must have answered every item of the folder (an arm added by an unfinished run is refused).
 
 Left out on purpose: an interval on the choice (the tune items are few; the eval run reports the intervals) and a
 search beyond the variants given to the bench (the grid is the user's).
@@ -16,6 +17,7 @@ search beyond the variants given to the bench (the grid is the user's).
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +36,16 @@ def _read(folder: Path) -> tuple[dict, dict, list[dict]]:
     try:
         result = json.loads(bench.read_text())
         config = result["config"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        split = config.get("split")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise RHeadsError(f"{bench} is not a bench.json of rheads answer bench: run the bench again there") from None
-    if config.get("split") != "tune":
-        raise RHeadsError(f"{folder} holds a --split {config.get('split')} run: choose parameters on a "
+    if split != "tune":
+        raise RHeadsError(f"{folder} holds a --split {split or 'eval'} run: choose parameters on a "
                           "`rheads answer bench --split tune` run, never on the items you report")
     try:  # the answer run's config: every arm with its resolved parameters, over every run in the folder
         answer = json.loads((folder / "config.json").read_text())["config"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        answer["methods"], answer.get("params")
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise RHeadsError(f"no readable config.json in {folder}: run the bench again there") from None
     records = [r for r in read_jsonl(folder / "answers.jsonl") if r.get("type") == "answer"]
     return result, answer, records
@@ -54,6 +58,12 @@ def tune(folder: str | Path) -> dict[str, Any]:
     arms, given = list(answer["methods"]), answer.get("params") or {}
     params = {a: get_method_class(a)(**(given.get(a) or {})).settings() for a in arms}
     figures = summarize(records, arms)
+    items = {r["id"] for r in records}
+    for arm in arms:  # an arm added by a run that did not finish would be judged on other items
+        done = {r["id"] for r in records if r["method"] == arm}
+        if done != items:
+            raise RHeadsError(f"{arm} has answered {len(done)} of the folder's {len(items)} items: rerun the bench "
+                              f"command that added it, with --out {folder}, to finish it")
     methods: dict[str, Any] = {}
     for arm in arms:
         base = base_name(arm)
@@ -81,7 +91,7 @@ def flags(tuned: dict[str, Any]) -> list[str]:
     for base, e in tuned["methods"].items():
         for k, v in (e.get("params") or {}).items():
             if v != e["defaults"].get(k):
-                out.append(f"--param '{base}.{k}={v}'")
+                out.append("--param " + shlex.quote(f"{base}.{k}={v}"))
     return out
 
 
