@@ -94,13 +94,23 @@ def test_a_pass_read_late_catches_up_in_one_call(model):
 
 @pytest.mark.parametrize("verdict", ["supported", "partly unsupported", "unsupported", "nothing to check"])
 def test_abstain_refuses_exactly_on_unsupported(answerer, monkeypatch, verdict):
-    monkeypatch.setattr(type(answerer), "report", lambda self, c, q, ids, **kw: SimpleNamespace(verdict=verdict))
+    monkeypatch.setattr(type(answerer), "report", lambda self, c, q, ids, **kw: SimpleNamespace(verdict=verdict, hallucination_score=0.5))
     method = get_method_class("abstain")()
     got = answerer.answer(method, CONTEXT, QUESTION, N)
     greedy = answerer.answer(get_method_class("greedy")(), CONTEXT, QUESTION, N)
     assert got.generated_ids == greedy.generated_ids
     assert got.abstained == (verdict == "unsupported")
     assert got.answer == (method.p["refusal"] if verdict == "unsupported" else greedy.answer)
+
+
+@pytest.mark.parametrize("max_score", [-1.0, 0.3, 0.6, 1.0])
+def test_abstain_by_score_refuses_exactly_above_max_score(answerer, max_score):
+    method = get_method_class("abstain")(refuse_on="", max_score=max_score)
+    for it in items(3):
+        got = answerer.answer(method, it["context"], it["question"], N)
+        rep = answerer.monitor.score(it["context"], it["question"], got.generated_ids)
+        assert got.abstained == (bool(got.generated_ids) and rep.hallucination_score > max_score)
+    assert max_score >= 0 or got.abstained or not got.generated_ids
 
 
 def test_abstain_follows_the_real_monitor(answerer):

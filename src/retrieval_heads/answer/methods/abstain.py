@@ -1,10 +1,13 @@
 """`abstain`: greedy, then the monitor scores the answer (teacher-forced, `Monitor.score`); when its answer-level
-verdict is in `refuse_on`, the answer is replaced by a fixed refusal and the row is marked abstained. One forward
-pass per token, plus the one teacher-forced pass of the monitor (its time counts in this method's seconds).
+verdict is in `refuse_on`, or its hallucination score is above `max_score`, the answer is replaced by a fixed
+refusal and the row is marked abstained. One forward pass per token, plus the one teacher-forced pass of the monitor
+(its time counts in this method's seconds).
 
 Parameters: `refusal` (str, default "I cannot answer from the context."), `refuse_on` (str, default
-"unsupported": a comma list of `monitor.rules.VERDICTS`). Untuned.
-Left out on purpose: thresholds on the score (the verdict is the monitor's one label-free decision).
+"unsupported": a comma list of `monitor.rules.VERDICTS`; empty: no verdict refuses), `max_score` (float, default
+1.0: off, the score never exceeds 1). The defaults are label-free (the monitor's own verdict); a `max_score` is a
+threshold to choose on the tune split (`rheads answer tune`: the best selective accuracy at coverage >= 0.8).
+Left out on purpose: a threshold fitted on the reported items.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class Abstain(AnswerMethod):
 
     help = "greedy, but a fixed refusal when the monitor's verdict is unsupported (1 pass per token + the monitor)"
     order = 50
-    params = {"refusal": REFUSAL, "refuse_on": "unsupported"}
+    params = {"refusal": REFUSAL, "refuse_on": "unsupported", "max_score": 1.0}
 
     def __init__(self, **params):
         from ...monitor.rules import VERDICTS
@@ -46,6 +49,8 @@ class Abstain(AnswerMethod):
         return pick(run.passes["base"].logits())
 
     def finish(self, run, answer: str) -> tuple[str, bool]:
-        if run.tokens and run.score(run.tokens).verdict in self.refuse_on:
-            return self.p["refusal"], True
+        if run.tokens:
+            rep = run.score(run.tokens)
+            if rep.verdict in self.refuse_on or rep.hallucination_score > self.p["max_score"]:
+                return self.p["refusal"], True
         return answer, False
