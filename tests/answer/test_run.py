@@ -124,6 +124,19 @@ def test_a_later_run_adds_its_methods_to_the_folder(model, tok, model_dir, tmp_p
                                                                 for m in ("greedy", "cad", "abstain")}
 
 
+def test_a_parameter_gained_since_an_old_run_counts_as_its_default(model, tok, model_dir, tmp_path):
+    its = items(1)
+    out = tmp_path / "run"
+    run_answer(model, tok, config(model_dir / "scores.json", ["abstain"]), out, its, progress=False)
+    meta = json.loads((out / "config.json").read_text())
+    del meta["config"]["params"]["abstain"]["max_score"]  # as written before abstain had max_score
+    (out / "config.json").write_text(json.dumps(meta))
+    run_answer(model, tok, config(model_dir / "scores.json", ["abstain", "greedy"]), out, its, progress=False)
+    with pytest.raises(ParamError, match="other parameters"):
+        run_answer(model, tok, config(model_dir / "scores.json", ["abstain"], params={"abstain": {"max_score": 0.5}}),
+                   out, its, progress=False)
+
+
 def test_busy_folder_is_refused(model, tok, model_dir, tmp_path):
     import socket
 

@@ -124,6 +124,14 @@ def _settings(config_dict: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k not in _PER_METHOD}
 
 
+def _same_setting(method: str, old: dict, new: dict) -> bool:
+    """The same parameters; a parameter the method gained since the old run counts as the same at its default
+    (that run ran without it, as the default does)."""
+    defaults = get_method_class(method).params
+    return set(old) <= set(new) and all(new[k] == v for k, v in old.items()) and \
+        all(new[k] == defaults.get(k) for k in set(new) - set(old))
+
+
 def _merge_previous(out: Path, config: AnswerConfig, overwrite: bool) -> AnswerConfig:
     """The config of the folder after this run: earlier methods first, then this run's new ones (module docstring)."""
     path = out / "config.json"
@@ -135,7 +143,7 @@ def _merge_previous(out: Path, config: AnswerConfig, overwrite: bool) -> AnswerC
         return config  # claim_run_dir words the error
     old_params = old.get("params") or {}
     for m in config.methods:
-        if m in old_params and old_params[m] != config.params[m]:
+        if m in old_params and not _same_setting(m, old_params[m], config.params[m]):
             raise ParamError("out", str(out), f"holds {m} answers made with other parameters ({old_params[m]}): "
                              "start over there ({overwrite}), use another {out}, or give the same {params}")
     earlier = [m for m in old.get("methods") or [] if isinstance(m, str)]
