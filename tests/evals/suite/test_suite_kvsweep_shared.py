@@ -31,6 +31,29 @@ def test_the_suite_sweep_answers_alike_with_one_prefill_or_one_per_arm(tmp_path)
     assert strip == [{k: v for k, v in r.items() if k != "arm"} for r in alone["rows"]]
 
 
+def test_each_batchs_prefill_is_freed_before_the_next(tmp_path, monkeypatch):
+    import gc
+
+    from retrieval_heads.kvcache import shared
+
+    tok, model, suite, scores = scored_suite(tmp_path, ["niah_single_1"])
+    cfg = KVSuiteConfig(suite=dataclasses.replace(suite, scores=scores), policies=["full", "snapkv"], budgets=[0.3])
+    alive = []
+    real = shared.derive_cache
+
+    def derive(fresh, capture):  # how many captures exist while a batch's arms decode
+        alive.append(sum(type(o) is shared.PrefillCapture for o in gc.get_objects()))
+        return real(fresh, capture)
+
+    monkeypatch.setattr(shared, "derive_cache", derive)
+    gc.disable()  # the cyclic collector must not be what frees them
+    try:
+        run_kv_suite(model, tok, cfg, tmp_path / "out", progress=False, batch_size=1)
+    finally:
+        gc.enable()
+    assert len(alive) == 6 and max(alive) == 1  # 3 samples x 2 arms, one capture at a time
+
+
 def test_a_masked_shared_sweep_is_refused(tmp_path):
     from retrieval_heads.evals.suite.run import open_suite
     from retrieval_heads.studies.kvshared import check_shareable
