@@ -201,7 +201,7 @@ def derive(rows: list[dict]) -> None:
     full = {(r["length"], r["prefill_chunk"]): r for r in rows if r["policy"] == "full" and "error" not in r}
     for r in rows:
         f = full.get((r["length"], r["prefill_chunk"]))
-        if "error" in r or f is None:
+        if "error" in r or f is None or r.get("batch") != f.get("batch"):  # --max-batch-mib rows: other batches
             continue
         saved = f["kv_bytes"] - r["kv_bytes"]
         r["kv_saved_share"] = round(saved / f["kv_bytes"], 4)
