@@ -3,7 +3,7 @@
   rheads answer --model M --scores S --input items.jsonl --methods greedy,cad,decore,copy,gated,abstain --out DIR
   rheads answer ... --shard i/n --out DIR/shard-i   # the i-th of n parts of the items; `rheads merge` joins them
   rheads answer list                       # one line per registered method, baselines marked
-  rheads answer bench --split tune --methods greedy,copy,copy:k10 --param copy:k10.k=10 --out DIR
+  rheads answer bench --split tune --methods greedy,copy,copy:k5 --param copy:k5.k=5 --out DIR
   rheads answer tune DIR                   # per method, its best setting on those tune items
 
 Cheap checks (the input file, method names and parameters) run before the model loads; the prompts' fit in the

@@ -24,8 +24,9 @@ from ..kvcache.registry import get_policy_class, policy_names
 from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg, finish_shard, load, model_config,
                      parse_list, probe_config, run_plan)
 
-SAVES = ("Where each saves (docs/kv-cache.md): at --kv-budget, every policy saves in prefill too (each layer "
-         "keeps only its pick once its attention has run: the prefill peak holds one layer's whole prompt) and in "
+SAVES = ("Where each saves (docs/kv-cache.md): at --kv-budget, every policy that takes one saves in prefill too "
+         "(each layer keeps only its pick once its attention has run: the prefill peak holds one layer's whole "
+         "prompt) and in "
          "decoding; without a budget, retrieval, random and streaming save from the first decoding step on (the "
          "prefill attends to the whole prompt), and in prefill too only with --kv-prefill window and "
          "--prefill-chunk.")

@@ -164,7 +164,8 @@ class SelectLayer(CacheLayerMixin):
         B, KV, n, _ = keys.shape
         captured = getattr(self.cache, "captured", None)
         if captured is not None:  # a shared prefill (`shared.py`): keep what every policy's pick needs, pick nothing
-            captured[self.layer_idx] = (query[:, :, -self.cache.window:], keys, values, real, scaling)
+            window = query[:, :, -self.cache.window:].clone()  # a copy: a view would keep every query alive
+            captured[self.layer_idx] = (window, keys, values, real, scaling)
             return
         lens = real.sum(dim=1)  # [B] real tokens per row
         if bool((lens == n).all()):  # no padding: one pick for the whole batch

@@ -11,7 +11,8 @@ of the same samples (the sweep checks their `data_sha`). Per batch of one task a
 3. the arm's records, exactly as `suite run` writes them, plus `prefill_seconds` (the shared prefill, per sample)
    and `decode_seconds`; `seconds` is their sum (what the arm alone would have cost, prefill included).
 An arm's answers are the same tokens as one prefill per arm gives (tested); the capture holds one full cache's
-keys and values while the arms decode, one at a time, and is freed (with the arms' caches) before the next batch.
+keys and values while the arms decode, one at a time, and is freed before the next batch (each arm keeps its
+last cache until it builds the next).
 
 Left out on purpose: masks (a masked run has no shared prefill to speak of: masks change the prefill), prefill
 chunks and window prefill (refused before anything runs), and the arms' folders and summary (`kvsuite.py`).

@@ -76,7 +76,7 @@ def run_answer_bench(model, tokenizer, config: AnswerBenchConfig, out: str | Pat
         for it in items:
             f.write(json.dumps({k: v for k, v in it.items() if k != "line"}) + "\n")
     records = [r for r in read_jsonl(out / "answers.jsonl") if r.get("type") == "answer"]
-    ev = evaluate(records, items, acfg.methods)
+    ev = evaluate(records, items, list(summary["methods"]))  # every method of the folder, not only this run's
     result = {"config": config.to_dict(), "n_items": len(items),
               "families": {f: sum(it["family"] == f for it in items) for f in config.families},
               "summary": summary["methods"], **ev}
