@@ -66,8 +66,9 @@ def build_methods(config: AnswerConfig) -> dict[str, Any]:
     names = parse_methods(config.methods)
     extra = sorted(set(config.params) - set(names))
     if extra:
-        raise ParamError("params", extra[0], f"names a method this run does not use: run it too, or drop the "
-                         "parameter")
+        key = next(iter(config.params[extra[0]] or {}), "")
+        raise ParamError("params", f"{extra[0]}.{key}", f"names no method of {{methods}} ({','.join(names)}): add "
+                         f"{extra[0]} there, or fix the name")
     methods = {n: get_method_class(n)(**config.params.get(n, {})) for n in names}
     config.methods = names
     config.params = {n: m.settings() for n, m in methods.items()}

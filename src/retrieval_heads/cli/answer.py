@@ -44,8 +44,9 @@ def cmd_answer(a) -> None:
     items = read_items(a.input)
     methods = parse_methods(a.methods)
     params = parse_params(a.param)
-    _check_params(methods, params)
-    from ..answer.run import AnswerConfig, format_table, run_answer
+    from ..answer.run import AnswerConfig, build_methods, format_table, run_answer
+
+    build_methods(AnswerConfig(methods=methods, params=params))  # parameter names and values, before the model loads
 
     mc, model, tok = load(a)
     config = AnswerConfig(model=mc, scores=a.scores, threshold=a.threshold, template=a.template, chat=a.chat,
@@ -55,18 +56,6 @@ def cmd_answer(a) -> None:
     finish_shard(a)
     print(format_table(summary))
     print(f"\nresults in {a.out}/ (answers.jsonl, summary.json, config.json)")
-
-
-def _check_params(methods: list[str], params: dict) -> None:
-    """Every --param names a method of --methods, with names and values its class takes (before the model loads)."""
-    from ..answer.registry import get_method_class
-    from ..errors import ParamError
-
-    for name, ps in params.items():
-        if name not in methods:
-            raise ParamError("params", f"{name}.{next(iter(ps))}", f"names no method of --methods "
-                             f"({','.join(methods)}): add {name} there, or fix the name")
-        get_method_class(name)(**ps)
 
 
 def _check_scores(a, command: str) -> None:
@@ -86,14 +75,15 @@ def cmd_bench(a) -> None:
     _check_scores(a, "rheads answer bench")
     methods = parse_methods(a.methods)
     params = parse_params(a.param)
-    _check_params(methods, params)
     from ..answer.bench.run import AnswerBenchConfig, run_answer_bench
+    from ..answer.run import build_methods
 
     config = AnswerBenchConfig(model=model_config(a), scores=a.scores, threshold=a.threshold, methods=methods,
                                params=params, max_new_tokens=a.max_new_tokens, families=parse_list(a.families) or [],
                                lengths=parse_grid(a.lengths, "lengths"), depths=parse_grid(a.depths, "depths"),
                                halueval_items=a.halueval_items, split=a.split, per_family=a.items_per_family,
                                seed=a.item_seed, template=a.template, chat=a.chat, shared_prefill=a.shared_prefill)
+    build_methods(config.answer_config())  # parameter names and values, before the model loads
     _, model, tok = load(a)
     run_answer_bench(model, tok, config, a.out, overwrite=a.overwrite)
     print((Path(a.out) / "tables.md").read_text())
@@ -107,7 +97,8 @@ def cmd_tune(a) -> None:
     print(format_tuned(tuned))
     for name, e in tuned["methods"].items():
         if e["arm"] is None:
-            print(f"\n{name}: no setting qualifies (abstain: none kept 80% of the answers); none chosen")
+            print(f"\n{name}: its tune objective ruled out every setting (abstain: none kept 80% of the answers); "
+                  "none chosen")
     fl = flags(tuned)
     print("\nthe chosen settings: " + (" ".join(fl) if fl else "the defaults of every method chosen"))
     print(f"written to {a.run}/tuned.json")

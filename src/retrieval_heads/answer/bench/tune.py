@@ -28,7 +28,7 @@ from ..registry import base_name, get_method_class
 from ..run import summarize
 
 
-def _read(folder: Path) -> tuple[dict, dict, list[dict]]:
+def _read(folder: Path) -> tuple[dict, list[str], dict, list[dict]]:
     bench = folder / "bench.json"
     if not bench.is_file():
         raise RHeadsError(f"no bench.json in {folder}: run `rheads answer bench --split tune --out {folder}` with "
@@ -42,21 +42,20 @@ def _read(folder: Path) -> tuple[dict, dict, list[dict]]:
     if split != "tune":
         raise RHeadsError(f"{folder} holds a --split {split or 'eval'} run: choose parameters on a "
                           "`rheads answer bench --split tune` run, never on the items you report")
-    try:  # the answer run's config: every arm with its resolved parameters, over every run in the folder
+    try:  # the answer run's config: every arm with its parameters, over every run in the folder
         answer = json.loads((folder / "config.json").read_text())["config"]
-        answer["methods"], answer.get("params")
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        arms, given = list(answer["methods"]), dict(answer.get("params") or {})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
         raise RHeadsError(f"no readable config.json in {folder}: run the bench again there") from None
     records = [r for r in read_jsonl(folder / "answers.jsonl") if r.get("type") == "answer"]
-    return result, answer, records
+    return result, arms, given, records
 
 
 def tune(folder: str | Path) -> dict[str, Any]:
     """Choose per method (module docstring); writes and returns tuned.json's content."""
     folder = Path(folder)
-    result, answer, records = _read(folder)
-    arms, given = list(answer["methods"]), answer.get("params") or {}
-    params = {a: get_method_class(a)(**(given.get(a) or {})).settings() for a in arms}
+    result, arms, given, records = _read(folder)
+    params = {a: get_method_class(a)(**(given.get(a) or {})).settings() for a in arms}  # gained ones at defaults
     figures = summarize(records, arms)
     items = {r["id"] for r in records}
     for arm in arms:  # an arm added by a run that did not finish would be judged on other items
@@ -68,7 +67,7 @@ def tune(folder: str | Path) -> dict[str, Any]:
     for arm in arms:
         base = base_name(arm)
         cls = get_method_class(base)
-        entry = methods.setdefault(base, {"defaults": cls(**{}).settings(), "arms": {}})
+        entry = methods.setdefault(base, {"defaults": dict(cls.params), "arms": {}})
         f = figures[arm]
         entry["arms"][arm] = {"params": params[arm], "value": cls.tune_objective(f), "accuracy": f["accuracy"],
                               "coverage": f["coverage"], "n": f["n"]}
