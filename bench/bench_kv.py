@@ -27,7 +27,9 @@ budget cache, `kvcache/select.py`). `--batch N` repeats the prompt N times (one 
 `--max-batch-mib M` instead searches, per policy and length, the largest batch whose prefill and decoding peaks
 both stay within M MiB above the base (batches 1 and 2 run, the line through their peaks predicts the answer, which
 is run with the next batch to confirm it; doubling or bisecting where the line misses; each try its own process),
-and reports it as `max_batch`, with `batches_run`.
+and reports it as `max_batch`, with `batches_run`. `--predict-max-batch M1,M2` runs batches 1 and 2 only and
+reports the batch the line predicts within each limit (`predicted_max_batch`; not confirmed: cheaper where an 8K
+prefill takes a minute per sequence).
 
   python bench/bench_kv.py --model smollm2-135m --lengths 8000 --new-tokens 8 \
       --policies full,retrieval,snapkv@0.2,headkv@0.2,hybrid@0.2,snapkv@0.3,hybrid@0.3 --max-batch-mib 4096
@@ -150,6 +152,15 @@ MAX_BATCH = 2**16  # the search gives up above it (a peak that never grows)
 MAX_LEAP = 8  # the prediction is at most this many times the largest batch run before it
 
 
+def predict_max_batch(peak1: float, peak2: float, limit: float) -> int | None:
+    """The largest batch within `limit` on the line through the peaks of batches 1 and 2 (None: the line does not
+    rise, it predicts nothing)."""
+    if peak1 > limit:
+        return 0
+    slope = peak2 - peak1
+    return 1 + int((limit - peak1) // slope) if slope > 0 else None
+
+
 def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
     """The largest batch b with fits(b) -> (ok, row): b = 1 and 2 are run, the line through their peaks
     (`row["peak_mib"]`) predicts the last batch within `limit`, and that batch and the next are run; where the line
@@ -166,9 +177,8 @@ def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
         return 0, rows[1][1], list(rows)
     if not f(2):
         return 1, rows[1][1], list(rows)
-    slope = rows[2][1]["peak_mib"] - rows[1][1]["peak_mib"]
-    pred = 1 + int((limit - rows[1][1]["peak_mib"]) // slope) if slope > 0 else 4
-    pred = min(pred, MAX_LEAP * 2)  # a flat line (noise, rounding) must not launch a huge batch: double from there
+    pred = predict_max_batch(rows[1][1]["peak_mib"], rows[2][1]["peak_mib"], limit)
+    pred = min(pred if pred is not None else 4, MAX_LEAP * 2)  # a flat line (noise, rounding) must not launch a huge batch: double from there
     lo, hi = 2, None
     if pred > lo:
         lo, hi = (pred, None) if f(pred) else (lo, pred)
@@ -196,6 +206,19 @@ def max_batch(args, policy: str, length: int) -> dict:
     return {**row, "max_batch": b, "max_batch_mib": limit, "batches_run": tried}
 
 
+def predicted_max_batch(args, policy: str, length: int) -> dict:
+    """Batches 1 and 2 only, and the largest batch that the line through their peaks predicts within each limit
+    of --predict-max-batch (not run: `max_batch` confirms it); the row is batch 1's."""
+    one, two = (run_cell(args, policy, length, 0, batch=b) for b in (1, 2))
+    for r in (one, two):
+        if "error" in r:
+            return r
+    pred = {str(m): predict_max_batch(one["peak_mib"], two["peak_mib"], m) for m in _ints(args.predict_max_batch)}
+    return {**one, "batch2_peak_mib": two["peak_mib"], "batch2_prefill_peak_mib": two["prefill_peak_mib"],
+            "batch2_decode_peak_mib": two["decode_peak_mib"], "peak_mib_per_sequence": round(
+                two["peak_mib"] - one["peak_mib"], 1), "predicted_max_batch": pred}
+
+
 def derive(rows: list[dict]) -> None:
     """Add, per row, what it saves against the full cache at the same length and chunking."""
     full = {(r["length"], r["prefill_chunk"]): r for r in rows if r["policy"] == "full" and "error" not in r}
@@ -208,6 +231,14 @@ def derive(rows: list[dict]) -> None:
         r["decode_ratio"] = round(r["decode_ms"] / f["decode_ms"], 3)
         r["rss_drop_mib"] = round(f["peak_mib"] - r["peak_mib"], 1)
         r["rss_drop_over_kv_saved"] = round(r["rss_drop_mib"] * 2**20 / saved, 3) if saved > 0 else None
+
+
+def _max_b(r: dict) -> str:
+    """The searched largest batch, or ~the predicted one within the first limit, or -."""
+    if r.get("max_batch") is not None:
+        return str(r["max_batch"])
+    pred = next(iter(r.get("predicted_max_batch", {}).values()), None)
+    return f"~{pred}" if pred is not None else "-"
 
 
 def table(rows: list[dict]) -> str:
@@ -223,7 +254,7 @@ def table(rows: list[dict]) -> str:
                      f"{r['kv_bytes'] / 2**20:>8.1f} {g('kv_saved_share', '>6.1%')} {r['peak_mib']:>9.1f} "
                      f"{g('prefill_peak_mib', '>8.1f')} {g('decode_peak_mib', '>7.1f')} "
                      f"{g('rss_drop_over_kv_saved', '>10.2f')} {r['prefill_s']:>9.1f} {r['decode_ms']:>8.1f} "
-                     f"{g('decode_ratio', '>7.2f')} {g('max_batch', '>6d')}")
+                     f"{g('decode_ratio', '>7.2f')} {_max_b(r):>6}")
     return "\n".join(lines)
 
 
@@ -255,6 +286,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="the prompt repeated this many times (default: 1)")
     ap.add_argument("--max-batch-mib", type=int, default=0,
                     help="search the largest batch within this many MiB above the base, per policy and length")
+    ap.add_argument("--predict-max-batch", default="", metavar="MIB[,MIB]",
+                    help="run batches 1 and 2 only, and predict from their peaks the largest batch within each limit")
     ap.add_argument("--out", default=None, help="default: bench/results/kv_<model>.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--policy", help=argparse.SUPPRESS)
@@ -263,6 +296,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.predict_max_batch and args.max_batch_mib:
+        ap.error("--predict-max-batch and --max-batch-mib: choose one (the prediction, or the search that runs it)")
 
     lengths = _ints(args.lengths)
     per_length = {int(k): v.split(",") for k, v in (x.split("=") for x in args.policies_at.split(";") if x)}
@@ -277,16 +312,17 @@ def main() -> None:
               "kv_threshold": args.kv_threshold, "kv_top": args.kv_top, "kv_seed": args.kv_seed,
               "kv_prefill": args.kv_prefill,
               "new_tokens": args.new_tokens, "batch": args.batch, "max_batch_mib": args.max_batch_mib,
-              "command": " ".join(sys.argv), "rows": []}
+              "predict_max_batch": args.predict_max_batch, "command": " ".join(sys.argv), "rows": []}
     done = {}
     if out.exists():  # resume: keep the cells already measured with the same settings
         old = json.loads(out.read_text())
         if all(old.get(k) == result[k] for k in ("model", "scores", "sink", "recent", "new_tokens", "device", "dtype",
-                                                  "kv_prefill", "batch", "max_batch_mib")):
+                                                  "kv_prefill", "batch", "max_batch_mib", "predict_max_batch")):
             done = {(r["policy"], r["length"], r["prefill_chunk"]): r for r in old["rows"] if "error" not in r}
     out.parent.mkdir(parents=True, exist_ok=True)
     for policy, length, chunk in cells:
-        row = done.get((policy, length, chunk)) or (max_batch(args, policy, length) if args.max_batch_mib and not chunk
+        search = max_batch if args.max_batch_mib else predicted_max_batch if args.predict_max_batch else None
+        row = done.get((policy, length, chunk)) or (search(args, policy, length) if search and not chunk
                                                     else run_cell(args, policy, length, chunk))
         result["rows"].append(row)
         shown = {k: v for k, v in row.items() if k not in ("policy", "length")}

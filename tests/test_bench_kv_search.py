@@ -9,11 +9,15 @@ from pathlib import Path
 import pytest
 
 
-def _search():
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_kv", Path(__file__).parents[1] / "bench" / "bench_kv.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.search_max_batch
+    return mod
+
+
+def _search():
+    return _bench().search_max_batch
 
 
 PEAKS = {
@@ -45,3 +49,19 @@ def test_a_flat_line_through_the_first_two_peaks_does_not_launch_a_huge_batch():
     peak = lambda b: 1000.0 + 0.1 * b if b <= 2 else 1000.0 + 300.0 * b  # noqa: E731
     b, _, tried = search(lambda b: (peak(b) <= 4096.0, {"peak_mib": peak(b)}), 4096.0)
     assert b == 10 and max(tried) <= 32
+
+
+@pytest.mark.parametrize("limit", [100.0, 410.0, 1024.0, 4096.0])
+def test_the_prediction_is_the_largest_batch_on_a_linear_peak(limit):
+    predict = _bench().predict_max_batch
+    peak = PEAKS["linear"]
+    want = 0
+    while peak(want + 1) <= limit:
+        want += 1
+    assert predict(peak(1), peak(2), limit) == want
+
+
+def test_the_prediction_refuses_a_flat_line_and_a_first_batch_over_the_limit():
+    predict = _bench().predict_max_batch
+    assert predict(500.0, 500.0, 1024.0) is None and predict(500.0, 450.0, 1024.0) is None
+    assert predict(2000.0, 2500.0, 1024.0) == 0

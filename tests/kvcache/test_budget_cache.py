@@ -295,3 +295,29 @@ def test_a_chunked_prefill_is_refused_at_run_time():
     ids, mask = _batch()
     with prefill_chunking(model, 16), pytest.raises(RHeadsError, match="one token per call"):
         _generate(model, ids, mask, _cache(model, "snapkv", 0.5, None))
+
+
+@pytest.mark.parametrize("policy", BUDGETED + ["retrieval@none"])
+def test_a_dropped_budget_cache_is_freed_without_the_cyclic_gc(policy):
+    """Its layers hold the cache's settings, not the cache: no cycle keeps a prompt's keys alive until the next
+    collection (the 8K sweeps grew to 15 GB that way)."""
+    import gc
+    import weakref
+
+    model = use_rheads(_model("llama"))
+    ids, mask = _batch()
+    if policy.endswith("@none"):  # no budget: the retrieval-head cache (sink + recent for the other heads)
+        cache = _cache(model, policy.split("@")[0], None, _scores(model))
+    else:
+        cache = _cache(model, policy, 0.5, _scores(model))
+    _generate(model, ids, mask, cache)
+    assert cache.get_seq_length() == N + NEW - 1
+    refs = [weakref.ref(cache)] + [weakref.ref(layer) for layer in cache.layers]  # the layers hold the keys
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        del cache
+        assert all(r() is None for r in refs)
+    finally:
+        if was:
+            gc.enable()

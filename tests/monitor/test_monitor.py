@@ -193,3 +193,14 @@ def test_copies_from_a_context_of_one_repeated_word_match_the_oracle(mon, eager,
     for t in rep.tokens:
         if t.copy > 0:
             assert t.source["kind"] == "context" and context[t.source["start"]:t.source["end"]].strip() == "bread"
+
+
+@pytest.mark.parametrize("answer", ["", []])
+def test_an_empty_answer_is_scored_with_every_baseline(mon, answer):
+    """A method whose first token is the end of its answer: the monitor (every head recorded, for RAUQ) reports
+    no tokens instead of failing on the empty recording."""
+    for keep in (False, True):
+        rep = mon.score(CONTEXT, QUESTION, answer, keep=keep)
+        assert rep.answer == "" and rep.tokens == [] and rep.baselines["rauq"] is None
+        if keep:
+            assert rep.raw["prev"].shape == (0, 12) and rep.raw["mass"].shape == (0, 12)

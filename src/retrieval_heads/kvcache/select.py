@@ -82,9 +82,10 @@ class SelectLayer(CacheLayerMixin):
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, cache: "SelectCache", layer_idx: int, num_kv_heads: int):
+    def __init__(self, settings: "SelectSettings", layer_idx: int, num_kv_heads: int):
         super().__init__()
-        self.cache, self.layer_idx, self.num_kv_heads = cache, layer_idx, num_kv_heads
+        # its cache's settings, not the cache: a layer -> cache reference would make a cycle (`SelectSettings`)
+        self.settings, self.layer_idx, self.num_kv_heads = settings, layer_idx, num_kv_heads
         self.reset()
 
     def reset(self) -> None:
@@ -113,7 +114,7 @@ class SelectLayer(CacheLayerMixin):
         if self.k is not None and q != 1:
             raise RHeadsError("the budget KV cache decodes one token per call after its prefill (no prefill chunks, "
                               "no assisted decoding): feed the whole prompt at once, or use the full cache")
-        if self.seen and getattr(self.cache, "captured", None) is not None:
+        if self.seen and self.settings.captured is not None:
             raise RHeadsError("a shared-prefill capture serves the prompt's one forward: derive each policy's cache "
                               "from it (kvcache.shared.derive_cache) and decode with that")
         view = SelectKV(self, key_states, value_states, self.seen)
@@ -162,14 +163,14 @@ class SelectLayer(CacheLayerMixin):
                  scaling: float) -> None:
         """Keep each head's positions of the prompt keys/values [B, KV, n, D] (the allotment's row)."""
         B, KV, n, _ = keys.shape
-        captured = getattr(self.cache, "captured", None)
+        captured = self.settings.captured
         if captured is not None:  # a shared prefill (`shared.py`): keep what every policy's pick needs, pick nothing
-            window = query[:, :, -self.cache.window:].clone()  # a copy: a view would keep every query alive
+            window = query[:, :, -self.settings.window:].clone()  # a copy: a view would keep every query alive
             captured[self.layer_idx] = (window, keys, values, real, scaling)
             return
         lens = real.sum(dim=1)  # [B] real tokens per row
         if bool((lens == n).all()):  # no padding: one pick for the whole batch
-            picks = self._pick(query, keys, real, scaling, self.cache.allotment(n))
+            picks = self._pick(query, keys, real, scaling, self.settings.allotment(n))
         else:  # each row picks from its own real tokens with its own length's allotment (a row alone, unpadded)
             picks = self._rows(query, keys, real, scaling, lens)
         self.k, self.v, self.valid, self.kept = [], [], [], []
@@ -194,7 +195,7 @@ class SelectLayer(CacheLayerMixin):
                                   "pad on the left, or use --batch-size 1")
             qb = query[b:b + 1, :, max(0, m - nb):]  # the row's own queries among the last m slots
             ones = torch.ones(1, nb, dtype=torch.bool, device=keys.device)
-            picks = self._pick(qb, keys[b:b + 1, :, n - nb:], ones, scaling, self.cache.allotment(nb))
+            picks = self._pick(qb, keys[b:b + 1, :, n - nb:], ones, scaling, self.settings.allotment(nb))
             per_row.append([(idx + (n - nb), ok) for idx, ok in picks])
         out = []
         for h in range(KV):
@@ -213,10 +214,10 @@ class SelectLayer(CacheLayerMixin):
         them are real tokens."""
         B, KV, n, _ = keys.shape
         modes, counts = al.modes[self.layer_idx], al.counts[self.layer_idx]
-        cache = self.cache
+        st = self.settings
         scores = None
         if (modes == SNAP).any():
-            scores = snap_scores(query, keys, real, cache.window, cache.kernel, scaling)  # [B, KV, n - w]
+            scores = snap_scores(query, keys, real, st.window, st.kernel, scaling)  # [B, KV, n - w]
         out = []
         ar = torch.arange(n, device=keys.device)
         for h in range(KV):
@@ -224,17 +225,17 @@ class SelectLayer(CacheLayerMixin):
             if modes[h] == FULL or c >= n:
                 idx, ok = ar.expand(B, n), real
             elif modes[h] == SNAP:
-                w = min(cache.window, n, c)
-                prefix = scores[:, h] if w == min(cache.window, n) else None
+                w = min(st.window, n, c)
+                prefix = scores[:, h] if w == min(st.window, n) else None
                 if prefix is None:  # the window shrinks to the count: its scores are those of a smaller window
-                    prefix = snap_scores(query, keys, real, w, cache.kernel, scaling)[:, h]
+                    prefix = snap_scores(query, keys, real, w, st.kernel, scaling)[:, h]
                 picked = prefix.topk(c - w, dim=-1)  # [B, c - w]
                 idx = torch.cat([picked.indices.sort(dim=-1).values, ar[n - w:].expand(B, w)], dim=1)  # [B, c]
                 ok = real.gather(1, idx) & torch.cat(
                     [torch.isfinite(prefix.gather(1, picked.indices.sort(dim=-1).values)),
                      torch.ones(B, w, dtype=torch.bool, device=keys.device)], dim=1)
             else:  # WINDOW: the first sinks, then the last positions
-                s = min(cache.sink, c)
+                s = min(st.sink, c)
                 r = c - s
                 sidx, sok = _sinks(real, s, n - r)  # [B, s]
                 idx = torch.cat([sidx, ar[n - r:].expand(B, r)], dim=1)  # [B, c]
@@ -296,6 +297,24 @@ class SelectKV:
         return out, None
 
 
+class SelectSettings:
+    """What a `SelectCache`'s layers read of it: the policy's allotments (one per prompt width), the sink, SnapKV's
+    window and kernel, and a shared prefill's `captured` (None outside `shared.py`). The layers hold this object,
+    not their cache, so that a cache and its layers form no reference cycle: a dropped cache frees its prompt's
+    keys and values at once, not at Python's next cyclic collection (the 8K sweeps grew to 15 GB that way)."""
+
+    def __init__(self, allot, sink: int, window: int, kernel: int):
+        self.allot, self.sink, self.window, self.kernel = allot, int(sink), int(window), int(kernel)
+        self.captured: dict[int, tuple] | None = None
+        self._allotments: dict[int, Allotment] = {}
+
+    def allotment(self, n: int) -> Allotment:
+        """The allotment of an n-slot prompt (asked of the policy once per width)."""
+        if n not in self._allotments:
+            self._allotments[n] = self.allot(n)
+        return self._allotments[n]
+
+
 class SelectCache(OneCallCache):
     """A `Cache` whose full-attention layers keep, per KV head, the prompt positions of `allot(n)` (module
     docstring). One per `generate` call (or `reset()` between calls)."""
@@ -306,25 +325,35 @@ class SelectCache(OneCallCache):
         text = config.get_text_config(decoder=True)
         KV = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
         types, kwargs = get_layer_types_and_kwargs(text)
+        self.settings = SelectSettings(allot, sink, window, kernel)
         layers: list[CacheLayerMixin] = []
         for l, (t, kw) in enumerate(zip(types, kwargs)):
             if t == FULL_TYPE:
-                layers.append(SelectLayer(self, l, KV))
+                layers.append(SelectLayer(self.settings, l, KV))
             elif t in SLIDING_TYPES:
                 layers.append(DynamicSlidingWindowLayer(**kw))
             else:
                 raise RHeadsError(f"layer {l} of this model is a '{t}' layer: the budget KV cache supports "
                                   "full-attention and sliding-window layers only; use the full KV policy")
         super().__init__(layers=layers)
-        self.allot, self.sink, self.window, self.kernel = allot, int(sink), int(window), int(kernel)
-        self._allotments: dict[int, Allotment] = {}
         self._peak = 0
+
+    sink = property(lambda self: self.settings.sink)
+    window = property(lambda self: self.settings.window)
+    kernel = property(lambda self: self.settings.kernel)
+
+    @property
+    def captured(self) -> dict[int, tuple] | None:
+        """A shared prefill's capture (`shared.PrefillCapture`), None for a cache that picks."""
+        return self.settings.captured
+
+    @captured.setter
+    def captured(self, value: dict[int, tuple] | None) -> None:
+        self.settings.captured = value
 
     def allotment(self, n: int) -> Allotment:
         """The allotment of an n-slot prompt (asked of the policy once per width)."""
-        if n not in self._allotments:
-            self._allotments[n] = self.allot(n)
-        return self._allotments[n]
+        return self.settings.allotment(n)
 
 
 def select_bytes(config, allotment: Allotment, n: int, new: int, batch: int = 1, dtype_bytes: int = 4) -> int:

@@ -141,4 +141,6 @@ class Recording:
     def prev_token(self) -> np.ndarray:
         """[rows, n_heads] attention of each head on the previous position, per recorded row (all_heads only)."""
         per_layer = self.prev.result()  # {layer: [1, T, h]}
+        if not per_layer:  # nothing recorded: an empty answer (its first token was the end)
+            return np.zeros((0, len(self.order)), dtype=np.float32)
         return np.concatenate([per_layer[l][0].numpy() for l in sorted(per_layer)], axis=1)  # [T, n]
