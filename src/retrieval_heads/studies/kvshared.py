@@ -20,7 +20,6 @@ chunks and window prefill (refused before anything runs), and the arms' folders 
 
 from __future__ import annotations
 
-import gc
 import time
 
 from ..errors import RHeadsError
@@ -95,11 +94,9 @@ def decode_shared(model, tokenizer, arms, batch_size: int = 1, progress: bool = 
                     run.done[s.id] = rec
                     if run.writer:
                         run.writer.write(rec)
-            # the layers of a budget cache point back at their cache: a cycle that Python's cyclic collector frees
-            # only when it next runs, which object counts (not tensor bytes) decide; at 8K tokens each batch's
-            # prompt keys, values and queries then pile up (15 GB after 16 samples of Qwen 0.5B). Free them now.
+            # each batch's prompt keys, values and queries go now, not at a later collection (they piled up to
+            # 15 GB after 16 samples of Qwen 0.5B at 8K when the cache's layers pointed back at it: `SelectSettings`)
             capture.captured.clear()
             del capture
-            gc.collect()
             bar.update(len(batch))
     bar.close()
