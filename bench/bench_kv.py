@@ -178,7 +178,8 @@ def search_max_batch(fits, limit: float) -> tuple[int, dict | None, list[int]]:
     if not f(2):
         return 1, rows[1][1], list(rows)
     pred = predict_max_batch(rows[1][1]["peak_mib"], rows[2][1]["peak_mib"], limit)
-    pred = min(pred if pred is not None else 4, MAX_LEAP * 2)  # a flat line (noise, rounding) must not launch a huge batch: double from there
+    # a flat line (noise, rounding) must not launch a huge batch: double from there
+    pred = min(pred if pred is not None else 4, MAX_LEAP * 2)
     lo, hi = 2, None
     if pred > lo:
         lo, hi = (pred, None) if f(pred) else (lo, pred)
