@@ -321,8 +321,8 @@ def main() -> None:
                                                   "kv_prefill", "batch", "max_batch_mib", "predict_max_batch")):
             done = {(r["policy"], r["length"], r["prefill_chunk"]): r for r in old["rows"] if "error" not in r}
     out.parent.mkdir(parents=True, exist_ok=True)
+    search = max_batch if args.max_batch_mib else predicted_max_batch if args.predict_max_batch else None
     for policy, length, chunk in cells:
-        search = max_batch if args.max_batch_mib else predicted_max_batch if args.predict_max_batch else None
         row = done.get((policy, length, chunk)) or (search(args, policy, length) if search and not chunk
                                                     else run_cell(args, policy, length, chunk))
         result["rows"].append(row)

@@ -27,8 +27,7 @@ from .common import (add_model_args, add_out_args, add_probe_args, add_shard_arg
 SAVES = ("Where each saves (docs/kv-cache.md): at --kv-budget, every policy that takes one saves in prefill too "
          "(each layer keeps only its pick once its attention has run: the prefill peak holds one layer's whole "
          "prompt) and in decoding; without a budget, retrieval, random and streaming save from the first decoding "
-         "step on (the "
-         "prefill attends to the whole prompt), and in prefill too only with --kv-prefill window and "
+         "step on (the prefill attends to the whole prompt), and in prefill too only with --kv-prefill window and "
          "--prefill-chunk.")
 
 
