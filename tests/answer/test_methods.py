@@ -12,6 +12,8 @@ import torch
 from answer_helpers import CONTEXT, QUESTION, items
 from retrieval_heads.answer import get_method_class
 from retrieval_heads.answer.loop import decode
+from retrieval_heads.answer.methods.abstain import REFUSAL
+from retrieval_heads.errors import ParamError
 from retrieval_heads.answer.passes import Pass
 from retrieval_heads.answer.support import contrast, needs_support, token_match
 from retrieval_heads.capture.controller import AttentionController
@@ -118,6 +120,39 @@ def test_abstain_follows_the_real_monitor(answerer):
         got = answerer.answer(get_method_class("abstain")(), it["context"], it["question"], N)
         rep = answerer.monitor.score(it["context"], it["question"], got.generated_ids)
         assert got.abstained == (rep.verdict == "unsupported")
+
+
+@pytest.mark.parametrize("decoder,params", [("copy", {"k": 3}), ("gated", {"mask": "top:2"}), ("cad", {})])
+def test_abstain_on_a_decoder_writes_that_decoders_answer(answerer, decoder, params, monkeypatch):
+    """`abstain` with `decoder=X` answers exactly as X (at X's defaults), then refuses on the monitor as before."""
+    cls = get_method_class(decoder)
+    monkeypatch.setattr(cls, "params", {**cls.params, **params})  # the decoder's defaults, as abstain builds it
+    for it in items(3):
+        got = answerer.answer(get_method_class("abstain")(decoder=decoder, refuse_on="", max_score=0.5),
+                              it["context"], it["question"], N)
+        plain = answerer.answer(cls(), it["context"], it["question"], N)
+        assert got.generated_ids == plain.generated_ids
+        rep = answerer.monitor.score(it["context"], it["question"], got.generated_ids)
+        assert got.abstained == (bool(got.generated_ids) and rep.hallucination_score > 0.5)
+        assert got.answer == (REFUSAL if got.abstained else plain.answer)
+
+
+def test_abstain_on_a_decoder_that_differs_from_greedy(answerer):
+    """The delegation is not vacuous: on some item the copy decoder's answer differs from greedy's."""
+    diff = 0
+    for it in items(4):
+        a = answerer.answer(get_method_class("abstain")(decoder="copy", refuse_on=""), it["context"],
+                            it["question"], N).generated_ids
+        diff += a != ids_of(answerer, "greedy", it)
+        assert a == ids_of(answerer, "copy", it)
+    assert diff > 0
+
+
+@pytest.mark.parametrize("decoder", ["abstain", "nope", "copy:k10", ""])
+def test_abstain_refuses_a_bad_decoder_in_one_line(decoder):
+    with pytest.raises(ParamError) as err:
+        get_method_class("abstain")(decoder=decoder)
+    assert "\n" not in str(err.value) and "greedy" in str(err.value)
 
 
 def test_copy_keeps_or_reranks_within_top_k(answerer):
