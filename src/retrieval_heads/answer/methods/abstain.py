@@ -28,8 +28,8 @@ MIN_COVERAGE = 0.8  # `rheads answer tune` keeps a setting only if it answers at
 class Abstain(AnswerMethod):
     """See the module docstring."""
 
-    help = ("greedy (or `decoder`), but a fixed refusal when the monitor's verdict is unsupported (1 pass per token "
-            "+ the monitor)")
+    help = ("greedy (or `decoder`), but a fixed refusal when the monitor's verdict is unsupported (the decoder's "
+            "passes, greedy 1 per token, + the monitor)")
     order = 50
     params = {"refusal": REFUSAL, "refuse_on": "unsupported", "max_score": 1.0, "decoder": "greedy"}
 
