@@ -13,11 +13,11 @@ from answer_helpers import CONTEXT, QUESTION, items
 from retrieval_heads.answer import get_method_class
 from retrieval_heads.answer.loop import decode
 from retrieval_heads.answer.methods.abstain import REFUSAL
-from retrieval_heads.errors import ParamError
 from retrieval_heads.answer.passes import Pass
 from retrieval_heads.answer.support import contrast, needs_support, token_match
 from retrieval_heads.capture.controller import AttentionController
 from retrieval_heads.capture.decoding import generate_batch
+from retrieval_heads.errors import ParamError
 from retrieval_heads.heads.masks import select_heads, to_ablate
 
 N = 10
